@@ -1,0 +1,28 @@
+"""socicnn: second-order-cone input convex neural networks.
+
+Models that are convex in their input by construction, their exact lifting to LP/SOCP value
+functions, closed-form dual readout of slopes and curvature, and white-box inference.
+"""
+
+from . import lifting, profiles, readout, solvers
+from .backbone import Backbone
+from .model import SOCICNN, ReLUICNN
+from .norm import NormBlock
+from .quadratic import QuadraticBlock
+from .weights import SOCICNNWeights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SOCICNN",
+    "ReLUICNN",
+    "SOCICNNWeights",
+    "Backbone",
+    "QuadraticBlock",
+    "NormBlock",
+    "lifting",
+    "readout",
+    "profiles",
+    "solvers",
+    "__version__",
+]

@@ -1,0 +1,107 @@
+"""The interface every convex block of an SOC-ICNN answers.
+
+An SOC-ICNN is a sum of blocks (MATH.md §1): the ReLU backbone, quadratic blocks and norm
+blocks. Each block is the one place that knows, for its own term of ``f``:
+
+- its value ``forward(x)``;
+- its lifting: CVXPY variables and cone constraints whose optimal value is the block's value
+  (``lift``), and how to read the solver's dual variables back in the model's convention;
+- its canonical dual multiplier at a batch of points (``state``) and what that multiplier
+  contributes to the gradient, Hessian, Hessian-vector product and directional derivative;
+- its dual objective and dual feasibility, so primal = dual can be checked for any multiplier.
+
+``socicnn.lifting`` and ``socicnn.readout`` only sum what the blocks say; they never branch
+on the model family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class BlockLift:
+    """A block's part of the lifted conic program.
+
+    Attributes:
+        objective: CVXPY expression, the block's term of the objective.
+        constraints: list of CVXPY constraints (linear and cone constraints).
+        read_multipliers: callable, after a solve, returning the block's optimal dual
+            multipliers in the model's convention (``nu`` list, ``p`` or ``r`` array).
+    """
+
+    objective: Any
+    constraints: list
+    read_multipliers: Callable[[], Any]
+
+
+class ConvexBlock(nn.Module):
+    """Base class of the blocks whose sum is an SOC-ICNN.
+
+    ``kind`` names what the block's multipliers are called in the readout: ``"nu"`` for the
+    backbone (a list over layers), ``"p"`` for quadratic blocks and ``"r"`` for norm blocks.
+    ``state`` objects are block-specific; the other methods accept what ``state`` returned.
+    """
+
+    kind: str = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) -> (N,)
+        raise NotImplementedError
+
+    def state(self, x: torch.Tensor, tol: float = 0.0) -> Any:
+        """Affine images and canonical multipliers at the points ``x`` of shape ``(N, d)``."""
+        raise NotImplementedError
+
+    def multipliers(self, st: Any) -> Any:
+        """The canonical multipliers held in ``st`` (batched)."""
+        raise NotImplementedError
+
+    def slope(self, st: Any) -> torch.Tensor:
+        """Contribution ``(N, d)`` of the multipliers to the supporting slope ``G``."""
+        raise NotImplementedError
+
+    def hessian(self, st: Any) -> torch.Tensor | None:
+        """Contribution ``(N, d, d)`` to the local Hessian, or ``None`` when it is zero."""
+        raise NotImplementedError
+
+    def hvp(self, st: Any, w: torch.Tensor) -> torch.Tensor | None:
+        """Contribution ``(N, d)`` to the Hessian-vector product, or ``None`` when zero."""
+        raise NotImplementedError
+
+    def directional(self, st: Any, delta: torch.Tensor, tol: float) -> torch.Tensor:
+        """Contribution ``(N,)`` to the exact one-sided directional derivative."""
+        raise NotImplementedError
+
+    def margin(self, st: Any) -> torch.Tensor | None:
+        """Distance ``(N,)`` to this block's degeneracy set, or ``None`` if it has none."""
+        raise NotImplementedError
+
+    def dual_value(self, x: torch.Tensor, mult: Any) -> torch.Tensor:
+        """The block's term ``(N,)`` of the dual objective at multipliers ``mult``."""
+        raise NotImplementedError
+
+    def dual_residual(self, mult: Any) -> torch.Tensor:
+        """Largest violation ``(N,)`` of the block's dual feasibility constraints by ``mult``."""
+        raise NotImplementedError
+
+    def lift(self, x: Any) -> BlockLift:
+        """The block as CVXPY variables and constraints, for a CVXPY expression ``x``."""
+        raise NotImplementedError
+
+    def numpy_weights(self) -> dict[str, Any]:
+        """Effective weights as float64 NumPy arrays (for the lifting)."""
+        raise NotImplementedError
+
+
+def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    """Detach a tensor to a float64 NumPy array (``None`` passes through)."""
+    if t is None:
+        return None
+    return t.detach().to("cpu", torch.float64).numpy()
+

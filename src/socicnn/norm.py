@@ -1,0 +1,126 @@
+"""Norm (conic) blocks ``f_N(x) = lam ||A x + d||_2`` with ``lam >= 0`` (MATH.md §1-3).
+
+Lifting: an epigraph variable ``t`` with ``||u|| <= t`` (a second-order cone), objective
+``lam * t``, where ``u = A x + d``. Multiplier: ``r = lam u / ||u||`` when ``u != 0``; any
+``||r|| <= lam`` is optimal at ``u = 0``, where the canonical selector takes ``r = 0``.
+Slope ``A^T r``; local Hessian ``(lam / ||u||) A^T (I - u_hat u_hat^T) A`` where ``u != 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import torch
+from torch import nn
+
+from .blocks import BlockLift, ConvexBlock, to_numpy
+
+
+@dataclass
+class NormState:
+    """``u = A x + d`` ``(N, n)``, ``||u||`` ``(N,)``, ``u_hat`` (0 at ties) and ``r``."""
+
+    u: torch.Tensor
+    norm: torch.Tensor
+    u_hat: torch.Tensor
+    smooth: torch.Tensor  # (N,) 1.0 where ||u|| > tol, else 0.0
+    r: torch.Tensor
+
+
+class NormBlock(ConvexBlock):
+    """``lam ||A x + d||`` with ``lam = |lam_raw| >= 0`` by construction.
+
+    Args:
+        in_dim: input dimension ``d``.
+        dim: number of rows ``n`` of ``A``.
+        generator, dtype, device: initialisation and placement.
+    """
+
+    kind = "r"
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_dim, self.dim = in_dim, dim
+        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        g = torch.randn(dim * in_dim + dim, generator=generator, dtype=torch.float64)
+        self.A = nn.Parameter((g[: dim * in_dim].view(dim, in_dim) * in_dim**-0.5).to(**kw))
+        self.d = nn.Parameter((0.1 * g[dim * in_dim :]).to(**kw))
+        self.lam_raw = nn.Parameter(torch.ones((), **kw))
+
+    @property
+    def lam(self) -> torch.Tensor:
+        return self.lam_raw.abs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x @ self.A.T + self.d
+        return self.lam * torch.linalg.vector_norm(u, dim=-1)
+
+    def state(self, x: torch.Tensor, tol: float = 0.0) -> NormState:
+        u = x @ self.A.T + self.d
+        norm = torch.linalg.vector_norm(u, dim=-1)
+        smooth = (norm > tol).to(u.dtype)
+        # Guarded division: at ties u_hat = 0, so r = 0 (the canonical selector).
+        u_hat = u * (smooth / torch.where(norm > tol, norm, torch.ones_like(norm)))[:, None]
+        return NormState(u=u, norm=norm, u_hat=u_hat, smooth=smooth, r=self.lam * u_hat)
+
+    def multipliers(self, st: NormState) -> torch.Tensor:
+        return st.r
+
+    def slope(self, st: NormState) -> torch.Tensor:
+        return st.r @ self.A
+
+    def _curvature(self, st: NormState) -> torch.Tensor:
+        """``lam / ||u||`` where smooth, 0 at ties, ``(N,)``."""
+        safe = torch.where(st.smooth > 0, st.norm, torch.ones_like(st.norm))
+        return self.lam * st.smooth / safe
+
+    def hessian(self, st: NormState) -> torch.Tensor:
+        k = self._curvature(st)
+        AtA = self.A.T @ self.A
+        uA = st.u_hat @ self.A  # (N, d)
+        return k[:, None, None] * (AtA - uA[:, :, None] * uA[:, None, :])
+
+    def hvp(self, st: NormState, w: torch.Tensor) -> torch.Tensor:
+        Aw = w @ self.A.T
+        proj = Aw - st.u_hat * (st.u_hat * Aw).sum(-1, keepdim=True)
+        return self._curvature(st)[:, None] * (proj @ self.A)
+
+    def directional(self, st: NormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
+        Ad = delta @ self.A.T
+        smooth_part = (st.r * Ad).sum(-1)
+        kink_part = self.lam * torch.linalg.vector_norm(Ad, dim=-1)
+        return torch.where(st.smooth > 0, smooth_part, kink_part)
+
+    def margin(self, st: NormState) -> torch.Tensor:
+        return st.norm
+
+    def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
+        return (mult * (x @ self.A.T + self.d)).sum(-1)
+
+    def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.linalg.vector_norm(mult, dim=-1) - self.lam)
+
+    def numpy_weights(self) -> dict:
+        return {"lam": float(to_numpy(self.lam)), "A": to_numpy(self.A), "d": to_numpy(self.d)}
+
+    def lift(self, x) -> BlockLift:
+        """``min lam t`` s.t. ``u = A x + d``, ``||u|| <= t``. The dual of ``u = A x + d`` is ``r``."""
+        w = self.numpy_weights()
+        u = cp.Variable(self.dim)
+        t = cp.Variable()
+        link = u == w["A"] @ x + w["d"]
+
+        def read() -> np.ndarray:
+            return -np.asarray(link.dual_value, dtype=float).reshape(-1)
+
+        return BlockLift(w["lam"] * t, [link, cp.SOC(t, u)], read)

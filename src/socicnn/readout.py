@@ -1,0 +1,149 @@
+"""Dual readout: gradients, Hessians, HVPs and directional derivatives from multipliers (MATH.md §3).
+
+Everything is batched over ``x`` of shape ``(N, d)`` and computed in closed form from the
+canonical multipliers (``relu'(0) = 0``; ``r = 0`` where ``u = 0``), block by block: each block
+of the model says what its multiplier contributes, and this module adds them up. ``tol``
+decides what counts as a tie: ``|a_{l,i}| <= tol`` or ``||u_g|| <= tol``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_tol
+from .lifting import split_multipliers
+
+__all__ = [
+    "Readout",
+    "directional_derivative",
+    "dual_objective",
+    "dual_residual",
+    "hessian",
+    "hvp",
+    "readout",
+]
+
+
+@dataclass
+class Readout:
+    """Canonical multipliers and what they give at a batch of ``N`` points.
+
+    Attributes:
+        value: ``(N,)`` the model's value ``f(x)``.
+        grad: ``(N, d)`` the readout gradient ``G(nu, p, r)``, a subgradient everywhere.
+        nu: backbone multipliers, one ``(N, m_l)`` tensor per layer.
+        p: quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block.
+        r: norm-block multipliers, one ``(N, n_g)`` tensor per block.
+        margins: ``(N,)`` distance to degeneracy, ``min(min_{l,i} |a_{l,i}|, min_g ||u_g||)``.
+        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``).
+    """
+
+    value: torch.Tensor
+    grad: torch.Tensor
+    nu: list[torch.Tensor]
+    p: list[torch.Tensor]
+    r: list[torch.Tensor]
+    margins: torch.Tensor
+    dual_value: torch.Tensor
+
+
+def _states(model, x, tol: float):
+    x2, _ = model.check_input(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (N, {model.in_dim}), got {tuple(x.shape)}")
+    tol = check_tol(tol)
+    return x2, [(block, block.state(x2, tol)) for block in model.blocks()]
+
+
+@torch.no_grad()
+def readout(model, x: torch.Tensor, tol: float = 0.0) -> Readout:
+    """Canonical multipliers, readout gradient, margins and dual value at ``x`` ``(N, d)``."""
+    x2, states = _states(model, x, tol)
+    mults = [block.multipliers(st) for block, st in states]
+    nu, p, r = split_multipliers(model, mults)
+    grad = sum(block.slope(st) for block, st in states)
+    margins = [m for block, st in states if (m := block.margin(st)) is not None]
+    margin = torch.stack(margins, 0).amin(0) if margins else torch.full_like(x2[:, 0], float("inf"))
+    dual = sum(block.dual_value(x2, m) for (block, _), m in zip(states, mults, strict=True))
+    value = sum(block(x2) for block, _ in states)
+    return Readout(value=value, grad=grad, nu=nu, p=p, r=r, margins=margin, dual_value=dual)
+
+
+@torch.no_grad()
+def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+    """Local Hessian ``(N, d, d)``: ``sum alpha B^T B + sum lam/||u|| A^T (I - u_hat u_hat^T) A``.
+
+    Exact at nondegenerate points (the backbone is locally affine); at ties the canonical
+    selector is used (tied norm blocks contribute 0).
+    """
+    x2, states = _states(model, x, tol)
+    H = torch.zeros(x2.shape[0], model.in_dim, model.in_dim, dtype=x2.dtype, device=x2.device)
+    for block, st in states:
+        part = block.hessian(st)
+        if part is not None:
+            H = H + part
+    return H
+
+
+@torch.no_grad()
+def hvp(model, x: torch.Tensor, v: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+    """Hessian-vector products ``(N, d)`` of the local Hessian at ``x`` with ``v`` (``(N, d)``
+    or ``(d,)``), without forming any ``d x d`` matrix."""
+    x2, states = _states(model, x, tol)
+    v2, vec = model.check_input(v, "v")
+    if not vec and v2.shape[0] != x2.shape[0]:
+        raise ValueError(f"v has {v2.shape[0]} rows but x has {x2.shape[0]}")
+    v2 = v2.expand_as(x2)
+    out = torch.zeros_like(x2)
+    for block, st in states:
+        part = block.hvp(st, v2)
+        if part is not None:
+            out = out + part
+    return out
+
+
+@torch.no_grad()
+def directional_derivative(
+    model, x: torch.Tensor, delta: torch.Tensor, tol: float = 0.0
+) -> torch.Tensor:
+    """Exact one-sided directional derivative ``f'(x; delta)`` ``(N,)`` at ties of any depth.
+
+    Computed by a forward pass of directional derivatives (MATH.md §3): tied units
+    (``|a| <= tol``) pass ``max(delta_a, 0)``, tied norm blocks (``||u|| <= tol``) give
+    ``lam ||A delta||``.
+    """
+    x2, states = _states(model, x, tol)
+    d2, vec = model.check_input(delta, "delta")
+    if not vec and d2.shape[0] != x2.shape[0]:
+        raise ValueError(f"delta has {d2.shape[0]} rows but x has {x2.shape[0]}")
+    d2 = d2.expand_as(x2)
+    return sum(block.directional(st, d2, tol) for block, st in states)
+
+
+def _per_block(model, nu, p, r) -> list:
+    quad, norm = iter(p), iter(r)
+    out = []
+    for block in model.blocks():
+        out.append(nu if block.kind == "nu" else next(quad if block.kind == "p" else norm))
+    return out
+
+
+@torch.no_grad()
+def dual_objective(model, x: torch.Tensor, nu, p, r) -> torch.Tensor:
+    """The dual objective of MATH.md §2 at batched multipliers ``(nu, p, r)``: ``(N,)``.
+
+    For dual-feasible multipliers it is a lower bound on ``f(x)``, with equality at optimal ones.
+    """
+    x2, _ = model.check_input(x)
+    mults = _per_block(model, nu, p, r)
+    return sum(b.dual_value(x2, m) for b, m in zip(model.blocks(), mults, strict=True))
+
+
+@torch.no_grad()
+def dual_residual(model, nu, p, r) -> torch.Tensor:
+    """Largest violation ``(N,)`` of the dual feasibility constraints by ``(nu, p, r)``."""
+    mults = _per_block(model, nu, p, r)
+    parts = [b.dual_residual(m) for b, m in zip(model.blocks(), mults, strict=True)]
+    return torch.stack(parts, 0).amax(0)
