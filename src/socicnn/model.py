@@ -23,7 +23,8 @@ def _dims(name: str, dims: Sequence[int], allow_empty: bool) -> tuple[int, ...]:
     except TypeError as exc:
         raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
     if (not out and not allow_empty) or any(k <= 0 for k in out):
-        raise ValueError(f"{name} must be {'a' if allow_empty else 'a non-empty'} sequence of positive integers, got {dims!r}")
+        kind = "a" if allow_empty else "a non-empty"
+        raise ValueError(f"{name} must be {kind} sequence of positive integers, got {dims!r}")
     return out
 
 
