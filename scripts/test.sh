@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the whole test suite: lint, unit/property tests, every chapter through papermill at
+# PROFILE="smoke", then the HTML book build (warnings as errors, every chapter executed).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+echo "[test] ruff"
+ruff check src tests benchmarks
+echo "[test] pytest"
+python -m pytest -q "$@"
+echo "[test] book build"
+bash "$ROOT/scripts/build_book.sh"
