@@ -50,9 +50,9 @@ class Readout:
 
 
 def _states(model, x, tol: float):
-    x2, _ = model.check_input(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (N, {model.in_dim}), got {tuple(x.shape)}")
+    x2, vector = model.check_input(x)
+    if vector:
+        raise ValueError(f"x must have shape (N, {model.in_dim}) (a batch), got {tuple(x.shape)}")
     tol = check_tol(tol)
     return x2, [(block, block.state(x2, tol)) for block in model.blocks()]
 
