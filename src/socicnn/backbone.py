@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
 
 ACTIVATIONS = ("relu", "softplus")
 
@@ -66,31 +66,21 @@ class Backbone(ConvexBlock):
         self.passthrough = passthrough
         self.activation = activation
 
-        def randn(*shape: int, scale: float) -> torch.Tensor:
-            t = torch.randn(shape, generator=generator, dtype=torch.float64) * scale
-            return t.to(dtype=dtype or torch.get_default_dtype(), device=device)
+        init = _initial_weights(in_dim, self.hidden, passthrough, activation, generator)
 
-        d = in_dim
-        n_w = len(self.hidden) if passthrough else 1
-        self.W = nn.ParameterList(
-            [nn.Parameter(randn(m, d, scale=d**-0.5)) for m in self.hidden[:n_w]]
-        )
-        self.U_raw = nn.ParameterList(
-            [
-                nn.Parameter(randn(m, m_prev, scale=m_prev**-0.5))
-                for m_prev, m in zip(self.hidden[:-1], self.hidden[1:], strict=True)
-            ]
-        )
-        # Centre layers l >= 2: U z has a positive mean (U >= 0, z >= 0), about
-        # 0.4 * rowsum(U) when the previous pre-activations are roughly standard normal.
-        biases = [randn(self.hidden[0], scale=0.5)]
-        for U in self.U_raw:
-            biases.append(randn(U.shape[0], scale=0.5) - 0.4 * U.detach().abs().sum(1))
-        self.b = nn.ParameterList([nn.Parameter(t) for t in biases])
-        m_last = self.hidden[-1]
-        self.c_raw = nn.Parameter(randn(m_last, scale=m_last**-0.5))
-        self.v = nn.Parameter(randn(d, scale=d**-0.5))
-        self.b0 = nn.Parameter(randn(scale=0.0))
+        def param(t: torch.Tensor) -> nn.Parameter:
+            return nn.Parameter(t.to(dtype=dtype or torch.get_default_dtype(), device=device))
+
+        self.W = nn.ParameterList([param(t) for t in init["W"]])
+        self.U_raw = nn.ParameterList([param(t) for t in init["U"]])
+        self.b = nn.ParameterList([param(t) for t in init["b"]])
+        self.c_raw = param(init["c"])
+        self.v = param(init["v"])
+        self.b0 = param(init["b0"])
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return self.activation == "relu"
 
     # ----------------------------------------------------------------- weights
     def W_eff(self, l: int) -> torch.Tensor | None:
@@ -124,9 +114,9 @@ class Backbone(ConvexBlock):
             a = self.b[l]
             W = self.W_eff(l)
             if W is not None:
-                a = a + x @ W.T
+                a = torch.addmm(a, x, W.T)
             if z is not None:
-                a = a + z @ self.U_eff(l).T
+                a = torch.addmm(a, z, self.U_eff(l).T)
             a_list.append(a)
             z = self._act(a)
         return a_list
@@ -142,7 +132,7 @@ class Backbone(ConvexBlock):
         upper = self.c.expand_as(a_list[-1])
         for l in range(len(a_list) - 1, -1, -1):
             if self.activation == "relu":
-                nu[l] = upper * (a_list[l] > tol).to(upper.dtype)
+                nu[l] = torch.where(a_list[l] > tol, upper, 0.0)
             else:
                 nu[l] = upper * torch.sigmoid(a_list[l])
             if l > 0:
@@ -152,17 +142,59 @@ class Backbone(ConvexBlock):
     def multipliers(self, st: BackboneState) -> list[torch.Tensor]:
         return st.nu
 
-    def slope(self, st: BackboneState) -> torch.Tensor:
-        g = self.v.expand(st.nu[0].shape[0], -1)
-        for l, nu in enumerate(st.nu):
+    def dual_slope(self, mult: list[torch.Tensor]) -> torch.Tensor:
+        g = self.v.expand(mult[0].shape[0], -1)
+        for l, nu in enumerate(mult):
             W = self.W_eff(l)
             if W is not None:
                 g = g + nu @ W
         return g
 
-    def hessian(self, st: BackboneState) -> None:
+    def optimal_dual_set(self, st: BackboneState, tol: float) -> DualSetLift:
+        """Optimal ``nu`` at one point: ``nu_l = upper_l`` on active units, ``0`` on inactive
+        ones, ``0 <= nu_l <= upper_l`` on ties, ``upper_l = U_{l+1}^T nu_{l+1}``, ``upper_L = c``:
+        a polyhedron in all ``nu`` jointly."""
+        self._require_relu("the optimal dual set")
+        w = self.numpy_weights()
+        nus = [cp.Variable(m) for m in self.hidden]
+        constraints: list[cp.Constraint] = []
+        upper = w["c"]
+        for l in range(len(self.hidden) - 1, -1, -1):
+            a = to_numpy(st.a[l][0])
+            active, tied, inactive = (np.flatnonzero(mask) for mask in (a > tol, np.abs(a) <= tol, a < -tol))
+            if active.size:
+                constraints.append(nus[l][active] == upper[active])
+            if inactive.size:
+                constraints.append(nus[l][inactive] == 0)
+            if tied.size:
+                constraints += [nus[l][tied] >= 0, nus[l][tied] <= upper[tied]]
+            if l > 0:
+                upper = w["U"][l].T @ nus[l]
+        slope = w["v"] + sum(w["W"][l].T @ nus[l] for l in range(len(self.hidden)) if w["W"][l] is not None)
+        return DualSetLift(constraints, slope)
+
+    def sample_optimal_duals(
+        self, st: BackboneState, n: int, tol: float, generator: torch.Generator
+    ) -> list[torch.Tensor]:
+        """Random optimal ``nu``, chosen top-down: a tied unit takes ``t * upper`` with ``t``
+        uniform on ``[0, 1]``, or an endpoint ``t in {0, 1}`` (a vertex) with probability 1/2."""
+        self._require_relu("sampling optimal duals")
+        upper = self.c.expand(n, -1)
+        nu: list[torch.Tensor] = [None] * len(st.a)  # type: ignore[list-item]
+        for l in range(len(st.a) - 1, -1, -1):
+            a = st.a[l][0]
+            t = torch.rand(n, a.shape[0], generator=generator, dtype=torch.float64)
+            snap = torch.rand(n, a.shape[0], generator=generator, dtype=torch.float64) < 0.5
+            t = torch.where(snap, t.round(), t).to(a.dtype).to(a.device)
+            weight = (a > tol).to(a.dtype) + (a.abs() <= tol).to(a.dtype) * t
+            nu[l] = upper * weight
+            if l > 0:
+                upper = nu[l] @ self.U_eff(l)
+        return nu
+
+    def hessian(self, st: BackboneState, out: torch.Tensor | None = None) -> torch.Tensor | None:
         self._require_relu("the local Hessian readout")
-        return None  # locally affine away from ties
+        return out  # locally affine away from ties: adds nothing
 
     def hvp(self, st: BackboneState, w: torch.Tensor) -> None:
         self._require_relu("the Hessian-vector product readout")
@@ -184,7 +216,7 @@ class Backbone(ConvexBlock):
         return dz @ self.c + delta @ self.v
 
     def margin(self, st: BackboneState) -> torch.Tensor:
-        return torch.cat([a.abs() for a in st.a], dim=1).amin(dim=1)
+        return torch.stack([a.abs().amin(dim=1) for a in st.a], 0).amin(dim=0)
 
     def dual_value(self, x: torch.Tensor, mult: list[torch.Tensor]) -> torch.Tensor:
         val = x @ self.v + self.b0
@@ -239,3 +271,46 @@ class Backbone(ConvexBlock):
             return [np.asarray(con.dual_value, dtype=float).reshape(-1) for con in cover]
 
         return BlockLift(objective, constraints, read)
+
+
+def _initial_weights(
+    in_dim: int,
+    hidden: tuple[int, ...],
+    passthrough: bool,
+    activation: str,
+    generator: torch.Generator | None,
+) -> dict:
+    """Random initial weights (float64, CPU), normalised so that deep random nets stay well scaled.
+
+    ``W_l ~ N(0, 1/d)``, ``U_l = |N(0, 1)|``, ``c = |N(0, 1/m_L)|``, ``v ~ N(0, 1/d)``. Then a
+    data-free normalisation on synthetic inputs ``x ~ N(0, I)``: each row of ``U_l`` is scaled
+    by a positive factor (at most 1) so that its term ``U_l z_{l-1}`` has at most unit spread over the inputs, and
+    each unit is centred. Positive row scaling keeps ``U >= 0`` (convexity); without it the
+    nonnegative sums grow by about ``sqrt(m)`` per layer and deep nets reach values of 1e5.
+    """
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
+
+    d, L = in_dim, len(hidden)
+    W = [randn(m, d, scale=d**-0.5) for m in hidden[: L if passthrough else 1]]
+    U = [randn(m, m_prev).abs() for m_prev, m in zip(hidden[:-1], hidden[1:], strict=True)]
+    b = [randn(m, scale=0.5) for m in hidden]
+    act = torch.relu if activation == "relu" else F.softplus
+    xs = randn(512, d)
+    z = act(xs @ W[0].T + b[0])
+    for l in range(1, L):
+        uz = z @ U[l - 1].T
+        spread = uz.std(0).clamp_min(1.0)  # only shrink: a row fed by dead units stays as drawn
+        U[l - 1] = U[l - 1] / spread[:, None]
+        a = uz / spread + (xs @ W[l].T if l < len(W) else 0.0)
+        b[l] = b[l] - a.mean(0)
+        z = act(a + b[l])
+    return {
+        "W": W,
+        "U": U,
+        "b": b,
+        "c": randn(hidden[-1], scale=hidden[-1] ** -0.5),
+        "v": randn(d, scale=d**-0.5),
+        "b0": torch.zeros((), dtype=torch.float64),
+    }
