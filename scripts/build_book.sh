@@ -7,4 +7,5 @@ source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 rm -rf _build/html _build/.doctrees _build/jupyter_execute
 jupyter-book build --all -W --keep-going .
+python scripts/check_book.py
 echo "[book] built: $ROOT/_build/html/index.html"

@@ -3,7 +3,6 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -4,7 +4,7 @@ Models that are convex in their input by construction, their exact lifting to LP
 functions, closed-form dual readout of slopes and curvature, and white-box inference.
 """
 
-from . import lifting, profiles, readout, solvers
+from . import inference, lifting, profiles, readout, solvers, subdifferential, train
 from .backbone import Backbone
 from .model import SOCICNN, ReLUICNN
 from .norm import NormBlock
@@ -20,9 +20,12 @@ __all__ = [
     "Backbone",
     "QuadraticBlock",
     "NormBlock",
+    "inference",
     "lifting",
     "readout",
     "profiles",
     "solvers",
+    "subdifferential",
+    "train",
     "__version__",
 ]

@@ -132,7 +132,7 @@ class Backbone(ConvexBlock):
         upper = self.c.expand_as(a_list[-1])
         for l in range(len(a_list) - 1, -1, -1):
             if self.activation == "relu":
-                nu[l] = torch.where(a_list[l] > tol, upper, 0.0)
+                nu[l] = upper * (a_list[l] > tol)
             else:
                 nu[l] = upper * torch.sigmoid(a_list[l])
             if l > 0:

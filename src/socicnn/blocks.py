@@ -41,6 +41,21 @@ class BlockLift:
     read_multipliers: Callable[[], Any]
 
 
+@dataclass
+class DualSetLift:
+    """A block's part of the optimal dual set ``D*(x)`` at one point, for CVXPY.
+
+    Attributes:
+        constraints: CVXPY constraints on the block's multiplier variables (empty when the
+            block's optimal multiplier is unique and enters as a constant).
+        slope: CVXPY expression (or NumPy constant) of shape ``(d,)``, the block's term of
+            ``G(xi)``, affine in the multipliers.
+    """
+
+    constraints: list
+    slope: Any
+
+
 class ConvexBlock(nn.Module):
     """Base class of the blocks whose sum is an SOC-ICNN.
 
@@ -50,6 +65,9 @@ class ConvexBlock(nn.Module):
     """
 
     kind: str = ""
+    #: True when the block is piecewise linear (zero Hessian away from ties), so Hessians and
+    #: HVPs need not evaluate its state.
+    piecewise_linear: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) -> (N,)
         raise NotImplementedError
@@ -63,11 +81,26 @@ class ConvexBlock(nn.Module):
         raise NotImplementedError
 
     def slope(self, st: Any) -> torch.Tensor:
-        """Contribution ``(N, d)`` of the multipliers to the supporting slope ``G``."""
+        """Contribution ``(N, d)`` of the canonical multipliers to the supporting slope ``G``."""
+        return self.dual_slope(self.multipliers(st))
+
+    def dual_slope(self, mult: Any) -> torch.Tensor:
+        """Contribution ``(N, d)`` of batched multipliers ``mult`` to ``G`` (affine in ``mult``)."""
         raise NotImplementedError
 
-    def hessian(self, st: Any) -> torch.Tensor | None:
-        """Contribution ``(N, d, d)`` to the local Hessian, or ``None`` when it is zero."""
+    def optimal_dual_set(self, st: Any, tol: float) -> DualSetLift:
+        """The block's optimal multipliers at one point (``st`` from ``state`` with ``N = 1``)
+        as CVXPY constraints, and their contribution to ``G`` as a CVXPY expression."""
+        raise NotImplementedError
+
+    def sample_optimal_duals(self, st: Any, n: int, tol: float, generator: torch.Generator) -> Any:
+        """``n`` random optimal multipliers (batched) at one point (``st`` with ``N = 1``)."""
+        raise NotImplementedError
+
+    def hessian(self, st: Any, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Contribution ``(N, d, d)`` to the local Hessian, or ``None`` when it is zero.
+        With ``out`` ``(N, d, d)``, the contribution is added to ``out`` in place (no
+        ``(N, d, d)`` temporaries) and ``out`` is returned."""
         raise NotImplementedError
 
     def hvp(self, st: Any, w: torch.Tensor) -> torch.Tensor | None:

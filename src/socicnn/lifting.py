@@ -105,6 +105,7 @@ class LiftedProblem:
         expr = sum(lift.objective for lift in self._lifts)
         constraints = [con for lift in self._lifts for con in lift.constraints]
         self.problem = cp.Problem(cp.Minimize(expr), constraints)
+        self._last_options: dict | None = None
 
     def solve(self, x0, *, accept_inaccurate: bool = False, **solver_options) -> LiftingSolution:
         """Solve at one input ``x0`` of shape ``(d,)`` (tensor or array).
@@ -118,9 +119,14 @@ class LiftedProblem:
             raise ValueError(f"x0 must have shape ({self.model.in_dim},), got {x_np.shape}")
         check_finite("x0", torch.from_numpy(x_np))
         self.x.value = x_np
+        # A warm start reuses the cached solver with its old settings (CVXPY + Clarabel), so an
+        # option from an earlier call (e.g. max_iter) would leak into this one: re-create the
+        # solver whenever the options change.
+        warm = bool(solver_options.pop("warm_start", True)) and solver_options == self._last_options
+        self._last_options = dict(solver_options)
         t0 = time.perf_counter()
         try:
-            self.problem.solve(solver=self.solver, **solver_options)
+            self.problem.solve(solver=self.solver, warm_start=warm, **solver_options)
         except cp.error.SolverError as exc:
             raise LiftingError(f"{self.solver} failed on the lifted problem: {exc}") from exc
         elapsed = time.perf_counter() - t0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
 
 
 @dataclass
@@ -76,19 +76,40 @@ class NormBlock(ConvexBlock):
     def multipliers(self, st: NormState) -> torch.Tensor:
         return st.r
 
-    def slope(self, st: NormState) -> torch.Tensor:
-        return st.r @ self.A
+    def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
+        return mult @ self.A
+
+    def optimal_dual_set(self, st: NormState, tol: float) -> DualSetLift:
+        """``r = lam u / ||u||`` (a constant) where ``||u|| > tol``; any ``||r|| <= lam`` at a tie."""
+        A = to_numpy(self.A)
+        if float(st.smooth[0]) > 0:
+            return DualSetLift([], A.T @ to_numpy(st.r[0]))
+        r = cp.Variable(self.dim)
+        return DualSetLift([cp.SOC(cp.Constant(float(to_numpy(self.lam))), r)], A.T @ r)
+
+    def sample_optimal_duals(self, st: NormState, n: int, tol: float, generator: torch.Generator) -> torch.Tensor:
+        """At a tie, ``r = lam * rho * s`` with ``s`` uniform on the sphere and ``rho``
+        uniform in the ball's radial law, or ``rho = 1`` (the boundary) with probability 1/2."""
+        if float(st.smooth[0]) > 0:
+            return st.r.expand(n, -1)
+        s = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        s = s / torch.linalg.vector_norm(s, dim=1, keepdim=True)
+        rho = torch.rand(n, 1, generator=generator, dtype=torch.float64) ** (1.0 / self.dim)
+        rho = torch.where(torch.rand(n, 1, generator=generator, dtype=torch.float64) < 0.5, 1.0, rho)
+        return (rho * s).to(st.r.dtype).to(st.r.device) * self.lam
 
     def _curvature(self, st: NormState) -> torch.Tensor:
         """``lam / ||u||`` where smooth, 0 at ties, ``(N,)``."""
         safe = torch.where(st.smooth > 0, st.norm, torch.ones_like(st.norm))
         return self.lam * st.smooth / safe
 
-    def hessian(self, st: NormState) -> torch.Tensor:
+    def hessian(self, st: NormState, out: torch.Tensor | None = None) -> torch.Tensor:
         k = self._curvature(st)
-        AtA = self.A.T @ self.A
         uA = st.u_hat @ self.A  # (N, d)
-        return k[:, None, None] * (AtA - uA[:, :, None] * uA[:, None, :])
+        if out is None:
+            out = torch.zeros(k.shape[0], self.in_dim, self.in_dim, dtype=k.dtype, device=k.device)
+        out.addcmul_(k[:, None, None], (self.A.T @ self.A)[None])
+        return out.addcmul_((k[:, None] * uA)[:, :, None], uA[:, None, :], value=-1)
 
     def hvp(self, st: NormState, w: torch.Tensor) -> torch.Tensor:
         Aw = w @ self.A.T

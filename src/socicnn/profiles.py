@@ -11,7 +11,7 @@ import os
 import platform
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -84,7 +84,7 @@ def setup(profile: str, device: str = "auto", seed: int = 0, *, verbose: bool = 
     check_choice("PROFILE", profile, PROFILES)
     dev = resolve_device(device)
     seed_everything(seed)
-    ctx = RunContext(profile, dev, int(seed), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    ctx = RunContext(profile, dev, int(seed), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     if verbose:
         print(ctx.describe())
     return ctx

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
 
 
 @dataclass
@@ -68,12 +68,21 @@ class QuadraticBlock(ConvexBlock):
     def multipliers(self, st: QuadraticState) -> torch.Tensor:
         return st.p
 
-    def slope(self, st: QuadraticState) -> torch.Tensor:
-        return st.p @ self.B
+    def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
+        return mult @ self.B
 
-    def hessian(self, st: QuadraticState) -> torch.Tensor:
+    def optimal_dual_set(self, st: QuadraticState, tol: float) -> DualSetLift:
+        """``p = alpha q`` is the unique optimal multiplier: a constant."""
+        return DualSetLift([], to_numpy(self.B).T @ to_numpy(st.p[0]))
+
+    def sample_optimal_duals(
+        self, st: QuadraticState, n: int, tol: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        return st.p.expand(n, -1)
+
+    def hessian(self, st: QuadraticState, out: torch.Tensor | None = None) -> torch.Tensor:
         H = self.alpha * (self.B.T @ self.B)
-        return H.expand(st.q.shape[0], -1, -1)
+        return H.expand(st.q.shape[0], -1, -1) if out is None else out.add_(H)
 
     def hvp(self, st: QuadraticState, w: torch.Tensor) -> torch.Tensor:
         return self.alpha * ((w @ self.B.T) @ self.B)

@@ -8,12 +8,15 @@ decides what counts as a tie: ``|a_{l,i}| <= tol`` or ``||u_g|| <= tol``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from ._checks import check_tol
 from .lifting import split_multipliers
+from .subdifferential import min_norm_subgradient
 
 __all__ = [
     "Readout",
@@ -22,7 +25,9 @@ __all__ = [
     "dual_residual",
     "hessian",
     "hvp",
+    "min_norm_subgradient",
     "readout",
+    "supporting_slope",
 ]
 
 
@@ -31,30 +36,63 @@ class Readout:
     """Canonical multipliers and what they give at a batch of ``N`` points.
 
     Attributes:
-        value: ``(N,)`` the model's value ``f(x)``.
+        value: ``(N,)`` the model's value ``f(x)`` (computed on first access).
         grad: ``(N, d)`` the readout gradient ``G(nu, p, r)``, a subgradient everywhere.
         nu: backbone multipliers, one ``(N, m_l)`` tensor per layer.
         p: quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block.
         r: norm-block multipliers, one ``(N, n_g)`` tensor per block.
         margins: ``(N,)`` distance to degeneracy, ``min(min_{l,i} |a_{l,i}|, min_g ||u_g||)``.
-        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``).
+        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``;
+            computed on first access, so a caller that only wants slopes does not pay for it).
     """
 
-    value: torch.Tensor
     grad: torch.Tensor
     nu: list[torch.Tensor]
     p: list[torch.Tensor]
     r: list[torch.Tensor]
     margins: torch.Tensor
-    dual_value: torch.Tensor
+    _value: Callable[[], torch.Tensor] = field(repr=False)
+    _dual_value: Callable[[], torch.Tensor] = field(repr=False)
+
+    @cached_property
+    def value(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._value()
+
+    @cached_property
+    def dual_value(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._dual_value()
+
+
+def _check(model, x, tol: float) -> tuple[torch.Tensor, float]:
+    if not hasattr(model, "blocks"):
+        raise TypeError(f"expected a socicnn model, got {type(model).__name__}")
+    tol = check_tol(tol)
+    x2, vector = model.check_input(x)
+    if vector:
+        raise ValueError(f"x must have shape (N, {model.in_dim}) (a batch), got {tuple(x2.shape[1:])}; use x[None]")
+    return x2, tol
 
 
 def _states(model, x, tol: float):
-    x2, vector = model.check_input(x)
-    if vector:
-        raise ValueError(f"x must have shape (N, {model.in_dim}) (a batch), got {tuple(x.shape)}")
-    tol = check_tol(tol)
+    x2, tol = _check(model, x, tol)
     return x2, [(block, block.state(x2, tol)) for block in model.blocks()]
+
+
+def _curved_states(model, x, tol: float):
+    """States of the blocks with curvature only: piecewise-linear blocks add nothing to
+    Hessians or HVPs, so their (costly) states are skipped."""
+    x2, tol = _check(model, x, tol)
+    return x2, [(block, block.state(x2, tol)) for block in model.blocks() if not block.piecewise_linear]
+
+
+def _rows_like(model, x2: torch.Tensor, v, name: str) -> torch.Tensor:
+    """``v`` as ``(N, d)`` matching ``x2``: a ``(d,)`` vector is shared by every row."""
+    v2, vector = model.check_input(v, name)
+    if not vector and v2.shape[0] != x2.shape[0]:
+        raise ValueError(f"{name} has {v2.shape[0]} rows but x has {x2.shape[0]}; they must match")
+    return v2.expand_as(x2)
 
 
 @torch.no_grad()
@@ -66,9 +104,15 @@ def readout(model, x: torch.Tensor, tol: float = 0.0) -> Readout:
     grad = sum(block.slope(st) for block, st in states)
     margins = [m for block, st in states if (m := block.margin(st)) is not None]
     margin = torch.stack(margins, 0).amin(0) if margins else torch.full_like(x2[:, 0], float("inf"))
-    dual = sum(block.dual_value(x2, m) for (block, _), m in zip(states, mults, strict=True))
-    value = sum(block(x2) for block, _ in states)
-    return Readout(value=value, grad=grad, nu=nu, p=p, r=r, margins=margin, dual_value=dual)
+    return Readout(
+        grad=grad,
+        nu=nu,
+        p=p,
+        r=r,
+        margins=margin,
+        _value=lambda: sum(block(x2) for block, _ in states),
+        _dual_value=lambda: sum(block.dual_value(x2, m) for (block, _), m in zip(states, mults, strict=True)),
+    )
 
 
 @torch.no_grad()
@@ -78,12 +122,10 @@ def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     Exact at nondegenerate points (the backbone is locally affine); at ties the canonical
     selector is used (tied norm blocks contribute 0).
     """
-    x2, states = _states(model, x, tol)
+    x2, states = _curved_states(model, x, tol)
     H = torch.zeros(x2.shape[0], model.in_dim, model.in_dim, dtype=x2.dtype, device=x2.device)
     for block, st in states:
-        part = block.hessian(st)
-        if part is not None:
-            H = H + part
+        block.hessian(st, out=H)
     return H
 
 
@@ -91,16 +133,13 @@ def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
 def hvp(model, x: torch.Tensor, v: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     """Hessian-vector products ``(N, d)`` of the local Hessian at ``x`` with ``v`` (``(N, d)``
     or ``(d,)``), without forming any ``d x d`` matrix."""
-    x2, states = _states(model, x, tol)
-    v2, vec = model.check_input(v, "v")
-    if not vec and v2.shape[0] != x2.shape[0]:
-        raise ValueError(f"v has {v2.shape[0]} rows but x has {x2.shape[0]}")
-    v2 = v2.expand_as(x2)
+    x2, states = _curved_states(model, x, tol)
+    v2 = _rows_like(model, x2, v, "v")
     out = torch.zeros_like(x2)
     for block, st in states:
         part = block.hvp(st, v2)
         if part is not None:
-            out = out + part
+            out.add_(part)
     return out
 
 
@@ -115,10 +154,7 @@ def directional_derivative(
     ``lam ||A delta||``.
     """
     x2, states = _states(model, x, tol)
-    d2, vec = model.check_input(delta, "delta")
-    if not vec and d2.shape[0] != x2.shape[0]:
-        raise ValueError(f"delta has {d2.shape[0]} rows but x has {x2.shape[0]}")
-    d2 = d2.expand_as(x2)
+    d2 = _rows_like(model, x2, delta, "delta")
     return sum(block.directional(st, d2, tol) for block, st in states)
 
 
@@ -128,6 +164,14 @@ def _per_block(model, nu, p, r) -> list:
     for block in model.blocks():
         out.append(nu if block.kind == "nu" else next(quad if block.kind == "p" else norm))
     return out
+
+
+@torch.no_grad()
+def supporting_slope(model, nu, p, r) -> torch.Tensor:
+    """The slope ``G(nu, p, r) = v + sum W_l^T nu_l + sum B_h^T p_h + sum A_g^T r_g`` ``(N, d)``
+    of batched multipliers (e.g. a conic solver's duals): a subgradient when they are optimal."""
+    mults = _per_block(model, nu, p, r)
+    return sum(b.dual_slope(m) for b, m in zip(model.blocks(), mults, strict=True))
 
 
 @torch.no_grad()

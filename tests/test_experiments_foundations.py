@@ -1,0 +1,103 @@
+"""Runners of the Foundations chapters: value equivalence (A) and LP equivalence / expressivity (B)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import socicnn as sc
+from socicnn.experiments import expressivity as ex
+from socicnn.experiments import value_equivalence as ve
+
+F64 = torch.float64
+
+
+def test_compare_with_solver_agrees_on_a_small_socicnn():
+    m = sc.SOCICNN(4, (8, 8), quad_dims=(3,), norm_dims=(2,), dtype=F64, seed=3)
+    X = torch.randn(4, 4, dtype=F64)
+    df = ve.compare_with_solver(m, X, "clarabel", margin_threshold=1e-4)
+    assert len(df) == 4 and (df["status"] == "optimal").all()
+    assert df["rel_err"].max() < 1e-6
+    sel = df[df["duals_compared"]]
+    assert len(sel) > 0
+    assert sel[["nu_err", "p_err", "r_err"]].to_numpy().max() < 1e-4
+    assert df["gap"].abs().max() < 1e-5
+    assert (df["settings"] == "requested").all()
+
+
+def test_compare_with_solver_on_a_relu_icnn_has_no_block_duals():
+    m = sc.ReLUICNN(3, (6, 6), dtype=F64, seed=0)
+    df = ve.compare_with_solver(m, torch.randn(3, 3, dtype=F64), "clarabel")
+    assert df["p_err"].isna().all() and df["r_err"].isna().all()
+    assert df["rel_err"].max() < 1e-6
+
+
+def test_fallback_to_default_settings_is_recorded():
+    m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
+    X = torch.randn(2, 3, dtype=F64)
+    with pytest.raises(sc.lifting.LiftingError):
+        ve.compare_with_solver(m, X, "clarabel", fallback=False, max_iter=1)
+    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
+    assert (df["settings"] == "default").all()
+    assert df["rel_err"].max() < 1e-6
+
+
+def test_run_value_equivalence_is_repeatable_and_summarised():
+    kw = dict(seeds=(0, 1), n_inputs=2, solver="clarabel", margin_threshold=1e-3)
+    a = ve.run_value_equivalence(3, (5, 5), (2,), (2,), **kw)
+    b = ve.run_value_equivalence(3, (5, 5), (2,), (2,), **kw)
+    assert len(a) == 2 * 2 * 2
+    np.testing.assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())
+    s = ve.summarize(a)
+    assert list(s.index) == [False, True]
+    assert s["inputs"].tolist() == [4, 4]
+    assert (s["duals_compared"] == a.groupby("passthrough")["duals_compared"].sum()).all()
+    assert (s["max_rel_err"] < 1e-6).all()
+
+
+def test_run_value_equivalence_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="n_inputs"):
+        ve.run_value_equivalence(3, (4,), n_inputs=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        ve.run_value_equivalence(3, (4,), seeds=())
+
+
+def test_exact_blocks_represent_the_targets():
+    df = ex.exact_representation(5, n_points=200)
+    assert set(df["target"]) == {"half_squared_norm", "norm"}
+    assert df["max_rel_err"].max() < 1e-14
+    m = ex.exact_block_model("norm", 3)
+    assert m.norm_dims == (3,) and m.quad_dims == ()
+    with torch.no_grad():
+        assert float(m(torch.zeros(3, dtype=F64))) == 0.0
+    with pytest.raises(ValueError, match="unknown target"):
+        ex.exact_block_model("cube", 3)
+
+
+def test_affine_pieces_are_lower_bounds_whose_max_is_f():
+    m = sc.ReLUICNN(1, (6, 6), dtype=F64, seed=2)
+    grid = torch.linspace(-3, 3, 301, dtype=F64)[:, None]
+    pieces = ex.affine_pieces(m, grid)
+    assert [p.shape[1] for p in pieces] == [6, 6]
+    values = ex.piece_values(m, pieces, grid)
+    with torch.no_grad():
+        f = m(grid)
+    assert values.shape == (pieces[0].shape[0], 301)
+    assert float((values - f).max()) < 1e-12
+    assert float((values.max(0).values - f).abs().max()) < 1e-12
+    # Each piece is affine in x: second differences on the uniform grid vanish.
+    assert float(values.diff(n=2, dim=1).abs().max()) < 1e-10
+    with pytest.raises(ValueError, match="ReLU-ICNN"):
+        ex.affine_pieces(sc.SOCICNN(1, (4,), quad_dims=(1,), dtype=F64), grid)
+
+
+def test_relu_width_sweep_small():
+    df = ex.relu_width_sweep("half_squared_norm", 2, (2, 4), steps=5, n_train=64, n_val=32, n_test=32, seed=0)
+    assert df["model"].tolist() == ["relu-icnn", "relu-icnn", "soc-icnn"]
+    assert df["params"].iloc[0] < df["params"].iloc[1]
+    assert np.isfinite(df["test_mse"]).all() and (df["test_rel_l2"] > 0).all()
+    with pytest.raises(ValueError, match="unknown target"):
+        ex.relu_width_sweep("cube", 2, (2,))
+    with pytest.raises(ValueError, match="widths"):
+        ex.relu_width_sweep("norm", 2, ())

@@ -1,0 +1,206 @@
+"""White-box inference: every method, every constraint set, every bad input (MATH.md §4)."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+
+import socicnn as sc
+from socicnn.inference import Box, Budget, Simplex, prox
+
+BETA = 10.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sc.SOCICNN(6, (16, 16, 16), quad_dims=(4,), norm_dims=(4, 4), dtype=torch.float64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def y():
+    return torch.randn(12, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def reference(model, y):
+    return prox(model, y, BETA, method="socp")
+
+
+def rel_gap(res, ref):
+    return (res.value - ref.value) / ref.value.abs().clamp(min=1.0)
+
+
+def test_socp_reference_is_certified(reference):
+    assert reference.status == ["optimal"] * 12
+    assert float(reference.certificate.max()) <= 1e-6
+    assert reference.x.shape == (12, 6)
+
+
+def test_newton_reaches_the_exact_optimum_on_every_query(model, y, reference):
+    res = prox(model, y, BETA, method="newton")
+    assert bool(res.converged.all())
+    assert float(rel_gap(res, reference).max()) <= 1e-8
+    # The certified bound eps + ||s||^2 / (2 beta) holds (up to the solver's own accuracy) and met rtol.
+    assert bool((res.value - reference.value <= res.gap_bound + 1e-8).all())
+    assert bool((res.gap_bound <= 1e-11 * res.value.abs().clamp(min=1.0)).all())
+    assert int(res.iterations.max()) <= 30
+
+
+def test_optima_on_kinks_are_common_and_newton_lands_on_them(model, y, reference):
+    res = prox(model, y, BETA, method="newton")
+    a = torch.cat(model.backbone.preactivations(res.x), 1).abs()
+    on_kink = (a <= 1e-12).any(1)
+    assert int(on_kink.sum()) >= 3  # several optima lie exactly on a ReLU kink
+
+
+def test_readout_and_autograd_loops_agree(model, y):
+    for first, second in (("newton", "autograd-newton"), ("gd", "autograd-gd")):
+        kw = {"faces": False} if first == "newton" else {}
+        a = prox(model, y[:4], BETA, method=first, max_iter=5, **kw)
+        b = prox(model, y[:4], BETA, method=second, max_iter=5)
+        torch.testing.assert_close(a.x, b.x, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["gd", "autograd-gd", "autograd-newton", "lbfgs"])
+def test_baselines_descend_and_stay_close(model, y, reference, method):
+    res = prox(model, y[:6], BETA, method=method, max_iter=60)
+    gap = (res.value - reference.value[:6]) / reference.value[:6].abs().clamp(min=1.0)
+    assert float(gap.min()) >= -1e-7  # nobody beats the exact optimum
+    assert float(gap.max()) <= 1e-2
+    start = prox(model, y[:6], BETA, method=method, max_iter=1).history[0]
+    assert bool((res.value <= start + 1e-12).all())
+    assert res.time.shape == (6,) and bool((res.time > 0).all())
+
+
+def test_plain_newton_stalls_on_kinks_where_face_newton_converges(model, y, reference):
+    plain = prox(model, y, BETA, method="newton", faces=False, max_iter=40)
+    assert int((~plain.converged).sum()) >= 1
+
+
+@pytest.mark.parametrize("cons", [Box(-0.3, 0.4), Simplex(1.0), Budget(1.5)], ids=["box", "simplex", "budget"])
+def test_constrained_newton_and_projected_gd_match_socp(model, y, cons):
+    ref = prox(model, y, BETA, method="socp", constraint=cons)
+    newton = prox(model, y, BETA, method="newton", constraint=cons)
+    gd = prox(model, y, BETA, method="gd", constraint=cons, max_iter=300)
+    # Certified: F - F* <= eps + ||s||^2 / (2 beta), whether or not it reached rtol on every query.
+    assert float(newton.gap_bound.max()) <= 1e-9
+    assert int(newton.converged.sum()) >= 10
+    assert float(rel_gap(newton, ref).abs().max()) <= 1e-7
+    assert float(rel_gap(gd, ref).max()) <= 1e-3
+    for res in (newton, gd):
+        torch.testing.assert_close(cons.project(res.x), res.x, rtol=0, atol=1e-12)
+
+
+def test_user_cvxpy_constraint_via_socp(model, y):
+    res = prox(model, y[:3], BETA, method="socp", constraint=lambda x: [cp.norm(x, 2) <= 0.5])
+    assert bool((res.x.norm(dim=1) <= 0.5 + 1e-6).all())
+    box = prox(model, y[:3], BETA, method="socp", constraint=Box(-0.2, 0.2))
+    same = prox(model, y[:3], BETA, method="socp", constraint=lambda x: [x >= -0.2, x <= 0.2])
+    torch.testing.assert_close(box.value, same.value, rtol=1e-7, atol=1e-7)
+
+
+def test_vector_query_and_float32(model, y):
+    one = prox(model, y[0], BETA)
+    assert one.x.shape == (6,) and one.value.ndim == 0 and bool(one.converged)
+    m32 = sc.SOCICNN(6, (16, 16), quad_dims=(4,), dtype=torch.float32, seed=0)
+    res = prox(m32, y.float(), BETA)
+    ref = prox(m32.double(), y, BETA, method="socp")
+    assert float((res.value.double() - ref.value).abs().max()) <= 1e-4
+
+
+def test_same_seed_same_numbers(model, y):
+    a, b = prox(model, y, BETA), prox(model, y, BETA)
+    assert torch.equal(a.x, b.x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"beta": 0.0}, ValueError, "beta"),
+        ({"beta": -1.0}, ValueError, "beta"),
+        ({"beta": float("nan")}, ValueError, "beta"),
+        ({"beta": "10"}, TypeError, "beta"),
+        ({"method": "bfgs"}, ValueError, "unknown method"),
+        ({"y": torch.zeros(3, 5, dtype=torch.float64)}, ValueError, "features"),
+        ({"y": torch.zeros(2, 3, 6, dtype=torch.float64)}, ValueError, "shape"),
+        ({"y": torch.full((2, 6), float("nan"), dtype=torch.float64)}, ValueError, "non-finite"),
+        ({"y": torch.zeros(2, 6, dtype=torch.float32)}, TypeError, "dtype"),
+        ({"constraint": Box([0.0] * 5, 1.0)}, ValueError, "dimension"),
+        ({"constraint": "simplex"}, TypeError, "constraint"),
+        ({"constraint": Simplex(), "method": "lbfgs"}, ValueError, "does not handle constraints"),
+        ({"constraint": lambda x: [x >= 0], "method": "newton"}, ValueError, "only supported"),
+        ({"max_iter": -1}, ValueError, "max_iter"),
+        ({"max_iter": 2.5}, TypeError, "max_iter"),
+        ({"gtol": -1.0}, ValueError, "gtol"),
+        ({"rtol": 0.0}, ValueError, "rtol"),
+    ],
+)
+def test_bad_input_is_rejected(model, y, kwargs, error, match):
+    args = {"y": y[:2], **kwargs}
+    with pytest.raises(error, match=match):
+        prox(model, **args)
+
+
+@pytest.mark.parametrize("make", [lambda: Box(1.0, 0.0), lambda: Budget(-0.5), lambda: Simplex(-1.0)])
+def test_empty_sets_are_rejected(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_infeasible_user_constraint_reports_socp_status(model, y):
+    with pytest.raises(sc.lifting.LiftingError, match="infeasible"):
+        prox(model, y[:1], BETA, method="socp", constraint=lambda x: [x >= 1, x <= 0])
+
+
+def test_certificate_is_a_valid_gap_bound(model, y, reference):
+    # At a point that is not optimal the certified norm still bounds the gap.
+    x = y + 0.01
+    s = sc.inference.certified_subgradient_norm(model, x, y, BETA, None, 1e-9)
+    gap = sc.inference.objective(model, x, y, BETA) - reference.value
+    assert bool((gap <= s**2 / (2 * BETA) + 1e-7).all())
+    assert np.isfinite(s.numpy()).all()
+    # Near the optimum, with a loose tie tolerance, the slack eps of the clipped multipliers
+    # is what keeps the bound valid: perturb the exact optimum off its kinks.
+    res = prox(model, y, BETA)
+    xp = res.x + 1e-4 * torch.randn(res.x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    norm, bound = sc.inference.certified_gap_bound(model, xp, y, BETA, None, 1e-3)
+    gap = sc.inference.objective(model, xp, y, BETA) - reference.value
+    assert bool((gap <= bound + 1e-8).all())
+    assert bool((bound >= norm**2 / (2 * BETA)).all())
+
+
+@pytest.mark.parametrize("in_dim, hidden", [(6, (16, 16, 16)), (40, (12, 12))])
+@torch.no_grad()
+def test_pattern_jacobian_and_curvature_match_autograd(in_dim, hidden):
+    # The forward-mode pattern Jacobian, the Hessian factor Q (low rank when d > r) and its solves.
+    from socicnn.inference.newton import _Curvature, _Point
+
+    m = sc.SOCICNN(in_dim, hidden, quad_dims=(4,), norm_dims=(4, 4), dtype=torch.float64, seed=2)
+    x = torch.randn(5, in_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    pt = _Point(m, x, torch.zeros_like(x), BETA, None)
+    with torch.enable_grad():
+        jac = torch.func.vmap(torch.func.jacrev(lambda v: torch.cat(m.backbone.preactivations(v[None]), 1)[0]))(x)
+    torch.testing.assert_close(pt.J.permute(1, 0, 2), jac, rtol=0, atol=1e-12)
+    with torch.enable_grad():
+        grad = torch.func.vmap(torch.func.grad(lambda v: m(v[None])[0] + 0.5 * BETA * (v**2).sum()))(x)
+    torch.testing.assert_close(pt.g, grad, rtol=0, atol=1e-12)
+    H = sc.readout.hessian(m, x) + BETA * torch.eye(in_dim, dtype=torch.float64)
+    curv = _Curvature(m, x, BETA)
+    assert (curv.Q is not None) == (in_dim > 12)  # r = 4 + 4 + 4 rows
+    b = torch.randn(5, in_dim, 3, dtype=torch.float64)
+    torch.testing.assert_close(curv.solve(b), torch.linalg.solve(H, b), rtol=0, atol=1e-12)
+    rows = b.transpose(1, 2)
+    torch.testing.assert_close(curv.schur(rows), rows @ torch.linalg.solve(H, b), rtol=0, atol=1e-12)
+    # A pattern flip (rank-one corrections) gives the Jacobian recomputed on the new pattern.
+    from socicnn.inference.newton import _jacobian
+
+    unit = torch.tensor([0, 3, -1, hidden[0] + 1, 1])
+    new = 1.0 - pt.s[torch.arange(5), unit.clamp(min=0)]
+    sub = pt.subset(torch.arange(5))
+    sub.flip(unit, new)
+    sub.flip(torch.tensor([2, -1, 5, 0, -1]), torch.ones(5, dtype=torch.float64))
+    every = torch.arange(sum(hidden)).expand(5, -1)
+    want = _jacobian(m.backbone, sub.s, x).permute(1, 0, 2)
+    torch.testing.assert_close(sub.unit_rows(every, torch.arange(5)), want, rtol=0, atol=1e-12)

@@ -1,0 +1,86 @@
+"""Exact projections onto box, simplex and capped budget set vs CVXPY's projections."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from socicnn.inference import Box, Budget, Simplex, project_budget, project_simplex
+
+vectors = st.lists(st.floats(-3, 3, allow_nan=False), min_size=1, max_size=12).map(np.array)
+
+
+def assert_matches(p: np.ndarray, ref: np.ndarray, v: np.ndarray) -> None:
+    """Same point up to the solver's accuracy, and never farther from ``v`` than the solver's."""
+    np.testing.assert_allclose(p, ref, atol=1e-5)
+    assert np.sum((p - v) ** 2) <= np.sum((ref - v) ** 2) + 1e-9
+
+
+def cvxpy_projection(v: np.ndarray, constraints) -> np.ndarray:
+    x = cp.Variable(v.shape[0])
+    cp.Problem(cp.Minimize(cp.sum_squares(x - v)), constraints(x)).solve(
+        solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+    )
+    return x.value
+
+
+@settings(max_examples=25, deadline=None)
+@given(v=vectors, total=st.floats(0.1, 3.0))
+def test_simplex_projection_matches_cvxpy(v, total):
+    p = project_simplex(torch.tensor(v)[None], total)[0].numpy()
+    ref = cvxpy_projection(v, lambda x: [x >= 0, cp.sum(x) == total])
+    assert p.min() >= 0 and abs(p.sum() - total) <= 1e-12 * (1 + total)
+    assert_matches(p, ref, v)
+
+
+@settings(max_examples=25, deadline=None)
+@given(v=vectors, budget=st.floats(0.0, 6.0))
+def test_budget_projection_matches_cvxpy(v, budget):
+    p = project_budget(torch.tensor(v)[None], budget)[0].numpy()
+    ref = cvxpy_projection(v, lambda x: [x >= 0, x <= 1, cp.sum(x) <= budget])
+    assert p.min() >= 0 and p.max() <= 1 and p.sum() <= budget + 1e-12
+    assert_matches(p, ref, v)
+
+
+@settings(max_examples=15, deadline=None)
+@given(v=vectors, lo=st.floats(-2, 0), width=st.floats(0, 2))
+def test_box_projection_matches_cvxpy(v, lo, width):
+    p = Box(lo, lo + width).project(torch.tensor(v)[None])[0].numpy()
+    ref = cvxpy_projection(v, lambda x: [x >= lo, x <= lo + width])
+    assert_matches(p, ref, v)
+
+
+def test_budget_projection_is_exact_on_both_regimes():
+    # Inactive sum: plain clipping. Active sum: KKT x = clip(v - theta, 0, 1), sum x = B exactly.
+    v = torch.tensor([[0.2, -1.0, 1.7, 0.5], [0.9, 0.8, 0.7, 2.0]], dtype=torch.float64)
+    p = project_budget(v, 2.0)
+    assert torch.equal(p[0], v[0].clamp(0, 1))
+    assert abs(float(p[1].sum()) - 2.0) <= 1e-15
+    theta = float((v[1] - p[1])[(p[1] > 0) & (p[1] < 1)][0])
+    torch.testing.assert_close(p[1], (v[1] - theta).clamp(0, 1), rtol=0, atol=1e-15)
+
+
+def test_projections_are_batched_and_idempotent():
+    v = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
+    for cons in (Box(-0.5, 0.5), Simplex(2.0), Budget(1.5)):
+        p = cons.project(v)
+        assert p.shape == v.shape
+        torch.testing.assert_close(cons.project(p), p, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Box(1.0, 0.0), "empty box"),
+        (lambda: Budget(-1.0), "budget >= 0"),
+        (lambda: Simplex(0.0), "> 0"),
+        (lambda: Box([0.0, float("nan")], 1.0), "NaN"),
+    ],
+)
+def test_empty_or_invalid_sets_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

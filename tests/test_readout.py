@@ -1,0 +1,186 @@
+"""Dual readout (MATH.md §3) against independent witnesses: autograd, finite differences and a
+conic solver's duals; bad input gives clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import socicnn as sc
+from socicnn.experiments.first_order import central_differences
+from socicnn.experiments.readout_timing import autograd_gradient, autograd_hessian, autograd_hvp
+
+# (hidden, passthrough, quad_dims, norm_dims, dtype)
+SHAPES = [
+    ((7,), True, (), (), torch.float64),
+    ((8, 6), False, (3,), (), torch.float64),
+    ((8, 6, 5), True, (), (4, 2), torch.float64),
+    ((6, 6, 6, 6), True, (3, 2), (3, 4), torch.float64),
+    ((6, 5, 4, 3), False, (2,), (3,), torch.float64),
+    ((8, 8, 8), True, (3,), (3,), torch.float32),
+]
+IDS = [f"L{len(h)}-{'pt' if p else 'nopt'}-q{len(q)}-n{len(n)}-{str(dt)[6:]}" for h, p, q, n, dt in SHAPES]
+D = 5
+
+
+def make(shape, seed=0):
+    hidden, passthrough, quad, norm, dtype = shape
+    return sc.SOCICNN(D, hidden, quad, norm, passthrough, dtype=dtype, seed=seed)
+
+
+def points(model, n=16, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, model.in_dim, generator=gen, dtype=torch.float64).to(model.dtype)
+
+
+def rtol(model):
+    return 1e-10 if model.dtype == torch.float64 else 2e-4
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_gradient_matches_autograd_and_finite_differences(shape):
+    model = make(shape)
+    X = points(model)
+    ro = sc.readout.readout(model, X)
+    assert ro.grad.shape == X.shape and ro.value.shape == (X.shape[0],)
+    torch.testing.assert_close(ro.grad, autograd_gradient(model, X), rtol=rtol(model), atol=rtol(model))
+    torch.testing.assert_close(ro.value, model(X).detach(), rtol=rtol(model), atol=rtol(model))
+    torch.testing.assert_close(ro.dual_value, ro.value, rtol=10 * rtol(model), atol=10 * rtol(model))
+    if model.dtype == torch.float64:
+        kept = ro.margins > 1e-3  # no kink inside the finite-difference stencil
+        assert kept.float().mean() > 0.5
+        fd = central_differences(model, X, 1e-6)
+        torch.testing.assert_close(ro.grad[kept], fd[kept], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_hessian_and_hvp_match_autograd(shape):
+    model = make(shape)
+    X = points(model, n=8)
+    V = points(model, n=8, seed=2)
+    H = sc.readout.hessian(model, X)
+    tol = rtol(model)
+    torch.testing.assert_close(H, autograd_hessian(model, X).detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(H, H.transpose(1, 2), rtol=tol, atol=tol)
+    assert torch.linalg.eigvalsh(H.double()).min() > -1e-5
+    Hv = sc.readout.hvp(model, X, V)
+    torch.testing.assert_close(Hv, autograd_hvp(model, X, V), rtol=tol, atol=tol)
+    torch.testing.assert_close(Hv, torch.einsum("nij,nj->ni", H, V), rtol=tol, atol=tol)
+    # a (d,) vector is shared by every row
+    torch.testing.assert_close(sc.readout.hvp(model, X, V[0]), torch.einsum("nij,j->ni", H, V[0]), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape", SHAPES[2:4], ids=IDS[2:4])
+def test_solver_duals_give_the_readout_gradient(shape):
+    model = make(shape)
+    X = points(model, n=3)
+    ro = sc.readout.readout(model, X)
+    lifted = sc.lifting.LiftedProblem(model)
+    for i in range(X.shape[0]):
+        assert float(ro.margins[i]) > 1e-4
+        sol = lifted.solve(X[i])
+
+        def batch(arrs):
+            return [torch.as_tensor(a, dtype=model.dtype)[None] for a in arrs]
+
+        g = sc.readout.supporting_slope(model, batch(sol.nu), batch(sol.p), batch(sol.r))[0]
+        assert float((g - ro.grad[i]).norm() / ro.grad[i].norm()) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES[:5], ids=IDS[:5])
+def test_directional_derivative_is_the_gradient_away_from_ties(shape):
+    model = make(shape)
+    X, delta = points(model), points(model, seed=3)
+    dd = sc.readout.directional_derivative(model, X, delta)
+    torch.testing.assert_close(dd, (sc.readout.readout(model, X).grad * delta).sum(1), rtol=1e-10, atol=1e-10)
+
+
+def test_no_division_by_zero_at_ties():
+    w = sc.SOCICNN(3, (4, 4), (2,), (3,), dtype=torch.float64, seed=0).weights()
+    w.norm[0] = (w.norm[0][0], w.norm[0][1], torch.zeros(3, dtype=torch.float64))
+    w.b[0] = torch.zeros(4, dtype=torch.float64)
+    model = sc.SOCICNN.from_weights(w)
+    x = torch.zeros(2, 3, dtype=torch.float64)  # u = 0 and every first-layer unit tied
+    ro = sc.readout.readout(model, x)
+    for t in (ro.grad, ro.value, ro.margins, ro.r[0], sc.readout.hessian(model, x), sc.readout.hvp(model, x, x + 1)):
+        assert torch.isfinite(t).all()
+    assert float(ro.margins.max()) == 0.0
+    assert float(ro.r[0].abs().max()) == 0.0  # canonical selector at u = 0
+    dd = sc.readout.directional_derivative(model, x, torch.ones(3, dtype=torch.float64))
+    assert torch.isfinite(dd).all()
+
+
+def test_tol_decides_what_counts_as_a_tie():
+    model = make(SHAPES[3])
+    X = points(model, n=32)
+    ro = sc.readout.readout(model, X)
+    tol = float(ro.margins.median())
+    near = ro.margins <= tol
+    ro_tol = sc.readout.readout(model, X, tol=tol)
+    torch.testing.assert_close(ro_tol.grad[~near], ro.grad[~near])
+    dd = sc.readout.directional_derivative(model, X, X, tol=tol)
+    assert torch.isfinite(dd).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(1e-4, 10.0),
+    shape=st.sampled_from(SHAPES[:5]),
+)
+def test_canonical_readout_satisfies_the_support_inequality(seed, scale, shape):
+    model = make(shape, seed=seed % 7)
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(8, D, generator=gen, dtype=torch.float64)
+    Y = X + scale * torch.randn(8, D, generator=gen, dtype=torch.float64)
+    ro = sc.readout.readout(model, X, tol=1e-3)  # coarse tol: canonical selector at near-ties too
+    slack = model(Y) - ro.value - ((Y - X) * ro.grad).sum(1)
+    assert float(slack.min()) >= -1e-9 * (1 + float(ro.value.abs().max()))
+
+
+def test_min_norm_subgradient_is_exported_from_readout():
+    model = make(SHAPES[2])
+    x0 = points(model, n=1)[0]
+    g = sc.readout.min_norm_subgradient(model, x0)
+    assert g.shape == (D,)
+    torch.testing.assert_close(g, sc.readout.readout(model, x0[None]).grad[0])  # nondegenerate: the gradient
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, x: sc.readout.readout(m, x, tol=-1.0), ValueError, "tol"),
+        (lambda m, x: sc.readout.readout(m, x, tol=math.nan), ValueError, "tol"),
+        (lambda m, x: sc.readout.readout(m, x, tol="0"), TypeError, "tol"),
+        (lambda m, x: sc.readout.readout(m, x[0]), ValueError, "batch"),
+        (lambda m, x: sc.readout.readout(m, x[:, :3]), ValueError, "features"),
+        (lambda m, x: sc.readout.readout(m, x.float()), TypeError, "dtype"),
+        (lambda m, x: sc.readout.readout(m, torch.full_like(x, math.nan)), ValueError, "non-finite"),
+        (lambda m, x: sc.readout.readout(np.zeros(3), x), TypeError, "socicnn model"),
+        (lambda m, x: sc.readout.directional_derivative(m, x, x[:2]), ValueError, "delta has 2 rows"),
+        (lambda m, x: sc.readout.directional_derivative(m, x, x[:, :2]), ValueError, "delta"),
+        (lambda m, x: sc.readout.directional_derivative(m, x, x * math.inf), ValueError, "delta has"),
+        (lambda m, x: sc.readout.directional_derivative(m, x, x, tol=-1e-3), ValueError, "tol"),
+        (lambda m, x: sc.readout.hvp(m, x, x[:1]), ValueError, "v has 1 rows"),
+        (lambda m, x: sc.readout.hvp(m, x, x[None]), ValueError, "v must have shape"),
+        (lambda m, x: sc.readout.hessian(m, x, tol=-0.5), ValueError, "tol"),
+        (lambda m, x: sc.readout.hessian(m, "x"), TypeError, "x must be"),
+    ],
+)
+def test_bad_input_gives_clear_errors(call, error, match):
+    model = make(SHAPES[3])
+    with pytest.raises(error, match=match):
+        call(model, points(model, n=4))
+
+
+def test_softplus_backbone_has_no_piecewise_linear_readout():
+    model = sc.SOCICNN(D, (6, 6), (2,), (2,), activation="softplus", dtype=torch.float64, seed=0)
+    X = points(model, n=4)
+    torch.testing.assert_close(sc.readout.readout(model, X).grad, autograd_gradient(model, X))
+    with pytest.raises(NotImplementedError, match="ReLU"):
+        sc.readout.hessian(model, X)
