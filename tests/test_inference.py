@@ -204,3 +204,23 @@ def test_pattern_jacobian_and_curvature_match_autograd(in_dim, hidden):
     every = torch.arange(sum(hidden)).expand(5, -1)
     want = _jacobian(m.backbone, sub.s, x).permute(1, 0, 2)
     torch.testing.assert_close(sub.unit_rows(every, torch.arange(5)), want, rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_face_steps_of_a_batch_equal_those_of_each_query_alone(model):
+    # Each query's face step (with its releases and pattern flips) must not depend on the
+    # other queries of the batch: a regression test for a misaligned release side.
+    from socicnn.inference.newton import _directional, _face_direction, _Point
+
+    y = torch.randn(40, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    x = prox(model, y, BETA, max_iter=1).x
+    pt = _Point(model, x, y, BETA, None)
+    dn = -pt.curv.solve(pt.g)
+    after = pt.af + _directional(pt.bb, pt.s, dn)
+    cand = (pt.af.abs() <= 1e-9) | (torch.sign(pt.af) != torch.sign(after))
+    priority = torch.zeros_like(pt.af)
+    eq = torch.zeros(0, dtype=torch.bool)
+    batch = _face_direction(pt, cand, priority, eq, 4, kmax=6)
+    alone = [_face_direction(pt.subset([i]), cand[i : i + 1], priority[i : i + 1], eq, 4, 6) for i in range(40)]
+    assert int(cand.sum(-1).ge(2).sum()) >= 10  # enough queries with faces that need releases
+    torch.testing.assert_close(batch, torch.cat(alone), rtol=0, atol=1e-10)

@@ -34,6 +34,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
+LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
 
 
@@ -126,15 +127,14 @@ def _jacobian(bb, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     prev = None
     for l, sl in enumerate(_layer_slices(bb.hidden)):
         m = sl.stop - sl.start
-        Jl = J[sl]
-        if prev is None:
-            Jl.zero_()
+        Jl, W = J[sl], bb.W_eff(l)
+        if prev is None:  # the first layer always has W
+            Jl.copy_(W[:, None, :].expand(m, n, d))
         else:
             src = J[prev] * s[:, prev].T[:, :, None]
             torch.matmul(bb.U_eff(l), src.view(prev.stop - prev.start, n * d), out=Jl.view(m, n * d))
-        W = bb.W_eff(l)
-        if W is not None:
-            Jl.add_(W[:, None, :])
+            if W is not None:
+                Jl.add_(W[:, None, :])
         prev = sl
     return J
 
@@ -371,7 +371,8 @@ def _face_direction(pt: _Point, cand, priority, eq, rounds: int, kmax: int):
         keep = more.nonzero().squeeze(1)
         todo = todo[keep]
         sub = sub.subset(keep)
-        sub.flip(unit[keep], to_active.gather(-1, unit[keep].clamp(min=0)[:, None])[:, 0].to(pt.x.dtype))
+        side = to_active[keep].gather(-1, unit[keep].clamp(min=0)[:, None])[:, 0]
+        sub.flip(unit[keep], side.to(pt.x.dtype))
     return dx
 
 
@@ -413,6 +414,24 @@ def _face_round(pt: _Point, cand, priority, eq, kmax):
     release = torch.zeros_like(cand)
     release[drop, at[drop]] = True
     return dx, release, high > low
+
+
+def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """A Newton direction from ``x`` on the smooth piece met at the end of the previous step.
+
+    The pattern ``s'`` of ``x + d`` (``d = dn`` first) defines a smooth minorant ``F_{s'} <= F``
+    (``relu(a) >= s' a`` and ``U >= 0``) that agrees with ``F`` where ``s'`` is the pattern; its
+    Newton direction from ``x`` is ``d' = -(H + beta I)^{-1} grad F_{s'}(x)`` (the same
+    curvature: the backbone adds none). After ``steps`` such updates the last ``d'`` is returned
+    (as a one-element list). When the optimum lies across several kinks this jumps over them at
+    once, where the face and first-kink steps cross about one per iteration; like every candidate
+    it is only accepted on strict decrease of ``F``.
+    """
+    d = dn
+    for _ in range(steps):
+        s_new = (torch.cat(pt.bb.preactivations(pt.x + d), dim=-1) > 0).to(pt.x.dtype)
+        d = -pt.curv.solve(pt.g_rest + _duals(pt.bb, s_new, torch.zeros_like(s_new))[2])
+    return [d]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -497,13 +516,17 @@ def face_newton(
         # the first kink along dn (the step of a primal active-set method).
         ties = torch.cat([tied, (pt.cres >= -tie_tol) | eq_all], dim=-1)
         face_dirs = [_face_direction(pt, cand, priority, eq_all, rounds, kmax=d), dn.clone()]
-        has_ties = ties.any(-1).nonzero().squeeze(1)  # without ties that face step is dn itself
+        # Without ties that face step is dn itself; when no kink is crossed it is the first one.
+        same = ties.any(-1) & (ties == cand).all(-1)
+        face_dirs[1][same] = face_dirs[0][same]
+        has_ties = (ties.any(-1) & ~same).nonzero().squeeze(1)
         if has_ties.numel():
             face_dirs[1][has_ties] = _face_direction(
                 pt.subset(has_ties), ties[has_ties], priority[has_ties], eq_all, rounds, kmax=d
             )
         first = torch.where(cross_u & ~tied, frac_u, torch.ones_like(frac_u)).amin(-1).clamp(max=1.0)
         face_dirs.append(first[:, None] * dn)
+        face_dirs.extend(_pattern_lookahead(pt, dn, LOOKAHEAD))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, ya, beta, x, F, face_dirs, dn, slope, constraint)
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
