@@ -115,6 +115,26 @@ def test_no_division_by_zero_at_ties():
     assert torch.isfinite(dd).all()
 
 
+def test_autograd_through_the_forward_at_a_norm_tie_follows_the_canonical_selector():
+    # The forward pass computes ||u|| with gradient 0 and curvature 0 at u = 0 (r = 0), so
+    # autograd, torch.func and the readout agree there and nothing is NaN.
+    w = sc.SOCICNN(3, (4,), (), (3,), dtype=torch.float64, seed=0).weights()
+    w.norm[0] = (w.norm[0][0], w.norm[0][1], torch.zeros(3, dtype=torch.float64))
+    model = sc.SOCICNN.from_weights(w)
+    x = torch.zeros(2, 3, dtype=torch.float64)  # u = A x + d = 0
+    assert float(model.norm_blocks[0](x).abs().max()) == 0.0
+    torch.testing.assert_close(autograd_gradient(model, x), sc.readout.readout(model, x).grad, rtol=0, atol=1e-15)
+    torch.testing.assert_close(autograd_hessian(model, x), sc.readout.hessian(model, x), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 64], ids=["thin products", "d x d sum"])
+def test_hvp_of_constant_curvature_blocks_by_either_route(n):
+    # Quadratic blocks' HVPs go through (v F^T) F for few points and through F^T F for many.
+    model = sc.SOCICNN(D, (6,), (4, 3), (2,), dtype=torch.float64, seed=3)
+    X, V = points(model, n=n), points(model, n=n, seed=2)
+    torch.testing.assert_close(sc.readout.hvp(model, X, V), autograd_hvp(model, X, V), rtol=1e-10, atol=1e-10)
+
+
 def test_tol_decides_what_counts_as_a_tie():
     model = make(SHAPES[3])
     X = points(model, n=32)

@@ -49,6 +49,13 @@ def test_non_finite_x(model, bad):
         sc.readout.readout(model, x)
 
 
+def test_finite_x_with_an_overflowing_sum_is_accepted(model):
+    # The finiteness check first looks at the sum; an overflowing sum of finite entries must
+    # fall back to the entrywise test, not reject the input.
+    x = torch.full((4, D), 1e308, dtype=F64)
+    assert model.check_input(x)[0] is x
+
+
 def test_arrays_are_accepted(model):
     x = np.random.default_rng(0).standard_normal((4, D))
     with torch.no_grad():

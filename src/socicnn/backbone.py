@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
 
 ACTIVATIONS = ("relu", "softplus")
 
@@ -106,48 +106,66 @@ class Backbone(ConvexBlock):
             )
 
     # ----------------------------------------------------------------- forward
+    def _preactivation(self, l: int, x: torch.Tensor, z: torch.Tensor | None, readout: bool) -> torch.Tensor:
+        """``a_l = W_l x + U_l z_{l-1} + b_l`` ``(N, m_l)`` (0-based ``l``; ``z`` is ``None`` for ``l = 0``).
+
+        ``readout=True`` is for the readout, which no autograd or ``torch.func`` transform traces:
+        ``a_l`` is then a feature-major buffer (see ``affine_image``; every product of the readout
+        then writes feature-major outputs, the orientation CPU BLAS runs fastest here) and
+        ``U_l z_{l-1}`` is accumulated into it in place (``vmap`` has no batching rule for that).
+        """
+        W = self.W_eff(l)
+        if readout:
+            if W is None:
+                return affine_image(z, self.U_eff(l), self.b[l])
+            a = affine_image(x, W, self.b[l])
+            return a if z is None else a.addmm_(z, self.U_eff(l).T)
+        a = self.b[l] if W is None else torch.addmm(self.b[l], x, W.T)
+        return a if z is None else torch.addmm(a, z, self.U_eff(l).T)
+
     def preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Pre-activations ``a_l`` at ``x`` ``(N, d)``: a list of ``(N, m_l)``."""
+        return self._preactivations(x, readout=False)
+
+    def _preactivations(self, x: torch.Tensor, readout: bool) -> list[torch.Tensor]:
         a_list: list[torch.Tensor] = []
         z = None
         for l in range(len(self.hidden)):
-            a = self.b[l]
-            W = self.W_eff(l)
-            if W is not None:
-                a = torch.addmm(a, x, W.T)
-            if z is not None:
-                a = torch.addmm(a, z, self.U_eff(l).T)
-            a_list.append(a)
-            z = self._act(a)
+            a_list.append(self._preactivation(l, x, z, readout))
+            if l + 1 < len(self.hidden):  # the last layer's activation is not an input to anything
+                z = self._act(a_list[-1])
         return a_list
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self._act(self.preactivations(x)[-1])
-        return z @ self.c + x @ self.v + self.b0
+        z = None
+        for l in range(len(self.hidden)):
+            z = self._act(self._preactivation(l, x, z, readout=False))
+        return torch.addmv(torch.addmv(self.b0, x, self.v), z, self.c)
 
     # ----------------------------------------------------------------- readout
     def state(self, x: torch.Tensor, tol: float = 0.0) -> BackboneState:
-        a_list = self.preactivations(x)
+        a_list = self._preactivations(x, readout=True)
         nu: list[torch.Tensor] = [None] * len(a_list)  # type: ignore[list-item]
         upper = self.c.expand_as(a_list[-1])
         for l in range(len(a_list) - 1, -1, -1):
             if self.activation == "relu":
-                nu[l] = upper * (a_list[l] > tol)
+                # upper_l = U_{l+1}^T nu_{l+1} is a fresh buffer for l < L: gate it in place.
+                nu[l] = _gate(upper, a_list[l], tol, in_place=l < len(a_list) - 1)
             else:
                 nu[l] = upper * torch.sigmoid(a_list[l])
             if l > 0:
-                upper = nu[l] @ self.U_eff(l)
+                upper = affine_image(nu[l], self.U_eff(l).T)
         return BackboneState(a=a_list, nu=nu)
 
     def multipliers(self, st: BackboneState) -> list[torch.Tensor]:
         return st.nu
 
     def dual_slope(self, mult: list[torch.Tensor]) -> torch.Tensor:
-        g = self.v.expand(mult[0].shape[0], -1)
-        for l, nu in enumerate(mult):
+        g = affine_image(mult[0], self.W[0].T, self.v)
+        for l in range(1, len(mult)):
             W = self.W_eff(l)
             if W is not None:
-                g = g + nu @ W
+                g.addmm_(mult[l], W)
         return g
 
     def optimal_dual_set(self, st: BackboneState, tol: float) -> DualSetLift:
@@ -271,6 +289,15 @@ class Backbone(ConvexBlock):
             return [np.asarray(con.dual_value, dtype=float).reshape(-1) for con in cover]
 
         return BlockLift(objective, constraints, read)
+
+
+def _gate(values: torch.Tensor, a: torch.Tensor, tol: float, in_place: bool = False) -> torch.Tensor:
+    """``values * 1[a > tol]`` ``(N, m)`` (into ``values`` when ``in_place``). ReLU's backward
+    kernel computes exactly this in one fused pass; the spelled-out product with a boolean mask
+    is an order of magnitude slower on CPU (a mixed-dtype product)."""
+    if in_place:
+        return torch.ops.aten.threshold_backward.grad_input(values, a, tol, grad_input=values)
+    return torch.ops.aten.threshold_backward(values, a, tol)
 
 
 def _initial_weights(

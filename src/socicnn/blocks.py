@@ -97,6 +97,12 @@ class ConvexBlock(nn.Module):
         """``n`` random optimal multipliers (batched) at one point (``st`` with ``N = 1``)."""
         raise NotImplementedError
 
+    def curvature_factor(self) -> torch.Tensor | None:
+        """``F`` ``(k, d)`` when the block's Hessian is ``F^T F`` at every ``x`` (a constant), else
+        ``None``. Hessian-vector products of such blocks need no state and can be summed over
+        blocks before they touch the batch."""
+        return None
+
     def hessian(self, st: Any, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """Contribution ``(N, d, d)`` to the local Hessian, or ``None`` when it is zero.
         With ``out`` ``(N, d, d)``, the contribution is added to ``out`` in place (no
@@ -130,6 +136,17 @@ class ConvexBlock(nn.Module):
     def numpy_weights(self) -> dict[str, Any]:
         """Effective weights as float64 NumPy arrays (for the lifting)."""
         raise NotImplementedError
+
+
+def affine_image(x: torch.Tensor, M: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
+    """``x M^T + m0`` ``(N, k)`` for points ``x`` ``(N, d)``, ``M`` ``(k, d)``, ``m0`` ``(k,)`` or ``None``.
+
+    Computed as the transpose of ``M x^T + m0`` in a feature-major ``(k, N)`` buffer. For thin
+    maps (small ``k`` and ``d``, large ``N``) MKL runs this orientation up to 6x faster on the
+    project's CPUs (at ``k = d = 5``), and about 1.2-2x for the readout's ``(N, 64) x (64, 20)``
+    products; reductions over the ``k`` features then read contiguous memory.
+    """
+    return (M @ x.T if m0 is None else torch.addmm(m0[:, None], M, x.T)).T
 
 
 def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:

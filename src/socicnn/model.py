@@ -131,7 +131,9 @@ class SOCICNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2, vector = self.check_input(x)
-        out = sum(block(x2) for block in self.blocks())
+        out = self.backbone(x2)
+        for block in (*self.quad_blocks, *self.norm_blocks):
+            out = out + block(x2)
         return out[0] if vector else out
 
     # ----------------------------------------------------------------- weights

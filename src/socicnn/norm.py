@@ -15,18 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
 
 
 @dataclass
 class NormState:
-    """``u = A x + d`` ``(N, n)``, ``||u||`` ``(N,)``, ``u_hat`` (0 at ties) and ``r``."""
+    """``u = A x + d`` ``(N, n)``, ``||u||`` ``(N,)``, ``1 / ||u||`` (0 at ties) and ``r``."""
 
     u: torch.Tensor
     norm: torch.Tensor
-    u_hat: torch.Tensor
+    inv_norm: torch.Tensor  # (N,) 1 / ||u|| where ||u|| > tol, else 0.0
     smooth: torch.Tensor  # (N,) 1.0 where ||u|| > tol, else 0.0
     r: torch.Tensor
+
+    @property
+    def u_hat(self) -> torch.Tensor:
+        """``u / ||u||`` ``(N, n)``, 0 at ties (formed on access; the readout rarely needs it)."""
+        return self.u * self.inv_norm[:, None]
 
 
 class NormBlock(ConvexBlock):
@@ -62,22 +67,22 @@ class NormBlock(ConvexBlock):
         return self.lam_raw.abs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x @ self.A.T + self.d
-        return self.lam * torch.linalg.vector_norm(u, dim=-1)
+        return self.lam * _row_norms(affine_image(x, self.A, self.d))
 
     def state(self, x: torch.Tensor, tol: float = 0.0) -> NormState:
-        u = x @ self.A.T + self.d
-        norm = torch.linalg.vector_norm(u, dim=-1)
-        smooth = (norm > tol).to(u.dtype)
+        u = affine_image(x, self.A, self.d)
+        norm = _row_norms(u)
+        smooth = norm > tol
         # Guarded division: at ties u_hat = 0, so r = 0 (the canonical selector).
-        u_hat = u * (smooth / torch.where(norm > tol, norm, torch.ones_like(norm)))[:, None]
-        return NormState(u=u, norm=norm, u_hat=u_hat, smooth=smooth, r=self.lam * u_hat)
+        inv_norm = smooth / torch.where(smooth, norm, torch.ones_like(norm))
+        r = u * (self.lam * inv_norm)[:, None]
+        return NormState(u=u, norm=norm, inv_norm=inv_norm, smooth=smooth.to(u.dtype), r=r)
 
     def multipliers(self, st: NormState) -> torch.Tensor:
         return st.r
 
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
-        return mult @ self.A
+        return affine_image(mult, self.A.T)
 
     def optimal_dual_set(self, st: NormState, tol: float) -> DualSetLift:
         """``r = lam u / ||u||`` (a constant) where ``||u|| > tol``; any ``||r|| <= lam`` at a tie."""
@@ -100,8 +105,7 @@ class NormBlock(ConvexBlock):
 
     def _curvature(self, st: NormState) -> torch.Tensor:
         """``lam / ||u||`` where smooth, 0 at ties, ``(N,)``."""
-        safe = torch.where(st.smooth > 0, st.norm, torch.ones_like(st.norm))
-        return self.lam * st.smooth / safe
+        return self.lam * st.inv_norm
 
     def hessian(self, st: NormState, out: torch.Tensor | None = None) -> torch.Tensor:
         k = self._curvature(st)
@@ -112,13 +116,16 @@ class NormBlock(ConvexBlock):
         return out.addcmul_((k[:, None] * uA)[:, :, None], uA[:, None, :], value=-1)
 
     def hvp(self, st: NormState, w: torch.Tensor) -> torch.Tensor:
-        Aw = w @ self.A.T
-        proj = Aw - st.u_hat * (st.u_hat * Aw).sum(-1, keepdim=True)
-        return self._curvature(st)[:, None] * (proj @ self.A)
+        Aw = affine_image(w, self.A)
+        k = self._curvature(st)
+        # k (I - u_hat u_hat^T) A w = k A w - (k / ||u||^2) (u^T A w) u, then A^T of it.
+        along = k * st.inv_norm.square() * torch.linalg.vecdot(st.u, Aw)
+        kproj = torch.addcmul(Aw * k[:, None], st.u, along[:, None], value=-1)
+        return affine_image(kproj, self.A.T)
 
     def directional(self, st: NormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
-        Ad = delta @ self.A.T
-        smooth_part = (st.r * Ad).sum(-1)
+        Ad = affine_image(delta, self.A)
+        smooth_part = torch.linalg.vecdot(st.r, Ad)
         kink_part = self.lam * torch.linalg.vector_norm(Ad, dim=-1)
         return torch.where(st.smooth > 0, smooth_part, kink_part)
 
@@ -126,7 +133,7 @@ class NormBlock(ConvexBlock):
         return st.norm
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
-        return (mult * (x @ self.A.T + self.d)).sum(-1)
+        return torch.linalg.vecdot(mult, affine_image(x, self.A, self.d))
 
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         return torch.relu(torch.linalg.vector_norm(mult, dim=-1) - self.lam)
@@ -145,3 +152,12 @@ class NormBlock(ConvexBlock):
             return -np.asarray(link.dual_value, dtype=float).reshape(-1)
 
         return BlockLift(w["lam"] * t, [link, cp.SOC(t, u)], read)
+
+
+def _row_norms(u: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms ``(N,)`` of the rows of ``u`` ``(N, n)``, with gradient 0 at a zero row
+    (the canonical selector ``r = 0``, as ``torch.linalg.vector_norm``). Spelled out because
+    ``vector_norm`` takes a slow strided path on the feature-major rows of ``affine_image``."""
+    sq = torch.linalg.vecdot(u, u)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
 
 
 @dataclass
@@ -58,18 +58,18 @@ class QuadraticBlock(ConvexBlock):
         return self.alpha_raw.abs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = x @ self.B.T + self.e
-        return 0.5 * self.alpha * (q * q).sum(-1)
+        q = affine_image(x, self.B, self.e)
+        return (0.5 * self.alpha) * torch.linalg.vecdot(q, q)
 
     def state(self, x: torch.Tensor, tol: float = 0.0) -> QuadraticState:
-        q = x @ self.B.T + self.e
+        q = affine_image(x, self.B, self.e)
         return QuadraticState(q=q, p=self.alpha * q)
 
     def multipliers(self, st: QuadraticState) -> torch.Tensor:
         return st.p
 
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
-        return mult @ self.B
+        return affine_image(mult, self.B.T)
 
     def optimal_dual_set(self, st: QuadraticState, tol: float) -> DualSetLift:
         """``p = alpha q`` is the unique optimal multiplier: a constant."""
@@ -80,25 +80,31 @@ class QuadraticBlock(ConvexBlock):
     ) -> torch.Tensor:
         return st.p.expand(n, -1)
 
+    def curvature_factor(self) -> torch.Tensor:
+        """``sqrt(alpha) B`` ``(k, d)``: the Hessian ``alpha B^T B`` is the same at every ``x``."""
+        return self.alpha.sqrt() * self.B
+
     def hessian(self, st: QuadraticState, out: torch.Tensor | None = None) -> torch.Tensor:
-        H = self.alpha * (self.B.T @ self.B)
+        F = self.curvature_factor()
+        H = F.T @ F
         return H.expand(st.q.shape[0], -1, -1) if out is None else out.add_(H)
 
     def hvp(self, st: QuadraticState, w: torch.Tensor) -> torch.Tensor:
-        return self.alpha * ((w @ self.B.T) @ self.B)
+        F = self.curvature_factor()
+        return affine_image(w, F) @ F
 
     def directional(self, st: QuadraticState, delta: torch.Tensor, tol: float) -> torch.Tensor:
-        return (st.p * (delta @ self.B.T)).sum(-1)
+        return torch.linalg.vecdot(st.p, affine_image(delta, self.B))
 
     def margin(self, st: QuadraticState) -> None:
         return None  # smooth everywhere
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
-        q = x @ self.B.T + self.e
+        q = affine_image(x, self.B, self.e)
         alpha = self.alpha
         # alpha = 0 forces p = 0 (dual_residual reports otherwise); its conjugate term is 0.
         penalty = torch.where(alpha > 0, (mult * mult).sum(-1) / (2 * alpha.clamp_min(1e-300)), 0.0)
-        return (mult * q).sum(-1) - penalty
+        return torch.linalg.vecdot(mult, q) - penalty
 
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         if float(self.alpha) > 0:

@@ -15,6 +15,7 @@ from functools import cached_property
 import torch
 
 from ._checks import check_tol
+from .blocks import affine_image
 from .lifting import split_multipliers
 from .subdifferential import min_norm_subgradient
 
@@ -41,23 +42,32 @@ class Readout:
         nu: backbone multipliers, one ``(N, m_l)`` tensor per layer.
         p: quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block.
         r: norm-block multipliers, one ``(N, n_g)`` tensor per block.
-        margins: ``(N,)`` distance to degeneracy, ``min(min_{l,i} |a_{l,i}|, min_g ||u_g||)``.
+        margins: ``(N,)`` distance to degeneracy, ``min(min_{l,i} |a_{l,i}|, min_g ||u_g||)``
+            (computed on first access).
         dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``;
-            computed on first access, so a caller that only wants slopes does not pay for it).
+            computed on first access).
+
+    The lazy attributes are computed on first access, so a caller that only wants slopes does
+    not pay for them.
     """
 
     grad: torch.Tensor
     nu: list[torch.Tensor]
     p: list[torch.Tensor]
     r: list[torch.Tensor]
-    margins: torch.Tensor
     _value: Callable[[], torch.Tensor] = field(repr=False)
     _dual_value: Callable[[], torch.Tensor] = field(repr=False)
+    _margins: Callable[[], torch.Tensor] = field(repr=False)
 
     @cached_property
     def value(self) -> torch.Tensor:
         with torch.no_grad():
             return self._value()
+
+    @cached_property
+    def margins(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._margins()
 
     @cached_property
     def dual_value(self) -> torch.Tensor:
@@ -80,11 +90,20 @@ def _states(model, x, tol: float):
     return x2, [(block, block.state(x2, tol)) for block in model.blocks()]
 
 
-def _curved_states(model, x, tol: float):
-    """States of the blocks with curvature only: piecewise-linear blocks add nothing to
-    Hessians or HVPs, so their (costly) states are skipped."""
+def _curvature(model, x, tol: float):
+    """``(x2, states, F)``: the states of the blocks whose curvature depends on ``x``, and the
+    stacked curvature factors ``F`` ``(K, d)`` of the blocks whose Hessian is a constant
+    ``F_h^T F_h`` (``None`` when there are none). Piecewise-linear blocks add nothing to
+    Hessians or HVPs, and constant-curvature blocks need no state: their (costly) states are
+    skipped."""
     x2, tol = _check(model, x, tol)
-    return x2, [(block, block.state(x2, tol)) for block in model.blocks() if not block.piecewise_linear]
+    states, factors = [], []
+    for block in model.blocks():
+        if (F := block.curvature_factor()) is not None:
+            factors.append(F)
+        elif not block.piecewise_linear:
+            states.append((block, block.state(x2, tol)))
+    return x2, states, (torch.cat(factors) if factors else None)
 
 
 def _rows_like(model, x2: torch.Tensor, v, name: str) -> torch.Tensor:
@@ -99,20 +118,28 @@ def _rows_like(model, x2: torch.Tensor, v, name: str) -> torch.Tensor:
 def readout(model, x: torch.Tensor, tol: float = 0.0) -> Readout:
     """Canonical multipliers, readout gradient, margins and dual value at ``x`` ``(N, d)``."""
     x2, states = _states(model, x, tol)
+    blocks = [block for block, _ in states]
     mults = [block.multipliers(st) for block, st in states]
     nu, p, r = split_multipliers(model, mults)
-    grad = sum(block.slope(st) for block, st in states)
-    margins = [m for block, st in states if (m := block.margin(st)) is not None]
-    margin = torch.stack(margins, 0).amin(0) if margins else torch.full_like(x2[:, 0], float("inf"))
+    slopes = [block.slope(st) for block, st in states]
+    grad = slopes[0]
+    for slope in slopes[1:]:
+        grad = grad + slope
     return Readout(
         grad=grad,
         nu=nu,
         p=p,
         r=r,
-        margins=margin,
-        _value=lambda: sum(block(x2) for block, _ in states),
-        _dual_value=lambda: sum(block.dual_value(x2, m) for (block, _), m in zip(states, mults, strict=True)),
+        _value=lambda: sum(block(x2) for block in blocks),
+        _dual_value=lambda: sum(block.dual_value(x2, m) for block, m in zip(blocks, mults, strict=True)),
+        _margins=lambda: _margins(x2, states),
     )
+
+
+def _margins(x2: torch.Tensor, states) -> torch.Tensor:
+    """``(N,)`` the smallest of the blocks' margins (``inf`` when no block has one)."""
+    margins = [m for block, st in states if (m := block.margin(st)) is not None]
+    return torch.stack(margins, 0).amin(0) if margins else torch.full_like(x2[:, 0], float("inf"))
 
 
 @torch.no_grad()
@@ -122,8 +149,9 @@ def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     Exact at nondegenerate points (the backbone is locally affine); at ties the canonical
     selector is used (tied norm blocks contribute 0).
     """
-    x2, states = _curved_states(model, x, tol)
-    H = torch.zeros(x2.shape[0], model.in_dim, model.in_dim, dtype=x2.dtype, device=x2.device)
+    x2, states, F = _curvature(model, x, tol)
+    d = model.in_dim
+    H = (F.T @ F if F is not None else x2.new_zeros(d, d)).expand(x2.shape[0], d, d).contiguous()
     for block, st in states:
         block.hessian(st, out=H)
     return H
@@ -132,14 +160,22 @@ def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
 @torch.no_grad()
 def hvp(model, x: torch.Tensor, v: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     """Hessian-vector products ``(N, d)`` of the local Hessian at ``x`` with ``v`` (``(N, d)``
-    or ``(d,)``), without forming any ``d x d`` matrix."""
-    x2, states = _curved_states(model, x, tol)
+    or ``(d,)``), without forming per-point ``d x d`` Hessians.
+
+    The blocks with a constant Hessian ``F^T F`` are summed first: through the ``d x d`` matrix
+    ``F^T F`` when that is cheaper than the two thin products ``(v F^T) F``.
+    """
+    x2, states, F = _curvature(model, x, tol)
     v2 = _rows_like(model, x2, v, "v")
-    out = torch.zeros_like(x2)
+    if F is None:
+        out = torch.zeros_like(x2)
+    else:
+        (K, d), N = F.shape, x2.shape[0]
+        out = affine_image(v2, F.T @ F) if d * (N + K) < 2 * N * K else affine_image(affine_image(v2, F), F.T)
     for block, st in states:
         part = block.hvp(st, v2)
         if part is not None:
-            out.add_(part)
+            out.add_(part)  # out is a fresh buffer
     return out
 
 
