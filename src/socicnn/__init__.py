@@ -4,7 +4,7 @@ Models that are convex in their input by construction, their exact lifting to LP
 functions, closed-form dual readout of slopes and curvature, and white-box inference.
 """
 
-from . import inference, lifting, profiles, readout, solvers, subdifferential, train
+from . import families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
 from .backbone import Backbone
 from .model import SOCICNN, ReLUICNN
 from .norm import NormBlock
@@ -20,12 +20,15 @@ __all__ = [
     "Backbone",
     "QuadraticBlock",
     "NormBlock",
+    "families",
     "inference",
     "lifting",
     "readout",
     "profiles",
+    "results",
     "solvers",
     "subdifferential",
+    "targets",
     "train",
     "__version__",
 ]
