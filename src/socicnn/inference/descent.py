@@ -101,6 +101,24 @@ class _Batch:
     def F_at(self, x, idx):
         return objective(self.model, x, self.y[idx], self.beta)
 
+    def check(self, oracle, gtol, stationarity):
+        """Evaluate the running queries' gradients and stop those whose stationarity measure
+        ``||stationarity(x, g)||`` is ``<= gtol``. Returns ``(idx, x, y, F, g)`` of the queries
+        still running, or ``None`` when none is."""
+        idx = self.running.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return None
+        x, ya, F = self.x[idx], self.y[idx], self.F[idx]
+        g = oracle.grad(x, ya)
+        gn = torch.linalg.vector_norm(stationarity(x, g), dim=-1)
+        self.grad_norm[idx] = gn
+        done = gn <= gtol
+        self.stop(idx, done)
+        if bool(done.all()):
+            return None
+        keep = ~done
+        return idx[keep], x[keep], ya[keep], F[keep], g[keep]
+
     def stop(self, idx, converged_mask):
         self.converged[idx[converged_mask]] = True
         self.running[idx[converged_mask]] = False
@@ -129,18 +147,10 @@ def gradient_descent(
     st = _Batch(model, y, beta, x0)
     step = torch.full_like(st.F, 1.0 / beta)
     for it in range(max_iter + 1):
-        idx = st.running.nonzero().squeeze(1)
-        if idx.numel() == 0:
+        active = st.check(oracle, gtol, lambda x, g: _gradient_mapping(x, g, beta, constraint))
+        if active is None or it == max_iter:
             break
-        x, ya, F = st.x[idx], y[idx], st.F[idx]
-        g = oracle.grad(x, ya)
-        gn = torch.linalg.vector_norm(_gradient_mapping(x, g, beta, constraint), dim=-1)
-        st.grad_norm[idx] = gn
-        done = gn <= gtol
-        st.stop(idx, done)
-        if it == max_iter or bool(done.all()):
-            break
-        idx, x, g, F = idx[~done], x[~done], g[~done], F[~done]
+        idx, x, _, F, g = active
         st.iterations[idx] += 1
         t = 2.0 * step[idx]
         pending = torch.ones_like(F, dtype=torch.bool)
@@ -174,18 +184,10 @@ def damped_newton(model, y, beta, oracle, *, max_iter: int, gtol: float) -> Loop
     """
     st = _Batch(model, y, beta, y)
     for it in range(max_iter + 1):
-        idx = st.running.nonzero().squeeze(1)
-        if idx.numel() == 0:
+        active = st.check(oracle, gtol, lambda x, g: g)
+        if active is None or it == max_iter:
             break
-        x, ya, F = st.x[idx], y[idx], st.F[idx]
-        g = oracle.grad(x, ya)
-        gn = torch.linalg.vector_norm(g, dim=-1)
-        st.grad_norm[idx] = gn
-        done = gn <= gtol
-        st.stop(idx, done)
-        if it == max_iter or bool(done.all()):
-            break
-        idx, x, g, F, ya = idx[~done], x[~done], g[~done], F[~done], ya[~done]
+        idx, x, ya, F, g = active
         st.iterations[idx] += 1
         d = -torch.linalg.solve(oracle.hessian(x, ya), g)
         slope = (g * d).sum(-1)
