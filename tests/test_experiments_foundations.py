@@ -43,6 +43,26 @@ def test_fallback_to_default_settings_is_recorded():
     assert df["rel_err"].max() < 1e-6
 
 
+def test_inaccurate_default_solution_is_kept_and_counted(monkeypatch):
+    """When even the default settings stop short of 'optimal', the row is kept and flagged."""
+    m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
+    X = torch.randn(2, 3, dtype=F64)
+    solve = sc.lifting.LiftedProblem.solve
+
+    def inaccurate(self, x0, *, accept_inaccurate=False, **options):
+        if not accept_inaccurate:
+            raise sc.lifting.LiftingError("status 'optimal_inaccurate'")
+        sol = solve(self, x0, **options)
+        sol.status = "optimal_inaccurate"
+        return sol
+
+    monkeypatch.setattr(sc.lifting.LiftedProblem, "solve", inaccurate)
+    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
+    assert (df["settings"] == "default (inaccurate)").all()
+    summary = ve.summarize(df.assign(passthrough=True, seed=0))
+    assert int(summary["inaccurate"].sum()) == 2 and int(summary["default_settings"].sum()) == 2
+
+
 def test_run_value_equivalence_is_repeatable_and_summarised():
     kw = dict(seeds=(0, 1), n_inputs=2, solver="clarabel", margin_threshold=1e-3)
     a = ve.run_value_equivalence(3, (5, 5), (2,), (2,), **kw)
