@@ -173,54 +173,85 @@ def test_certificate_is_a_valid_gap_bound(model, y, reference):
 
 @pytest.mark.parametrize("in_dim, hidden", [(6, (16, 16, 16)), (40, (12, 12))])
 @torch.no_grad()
-def test_pattern_jacobian_and_curvature_match_autograd(in_dim, hidden):
-    # The forward-mode pattern Jacobian, the Hessian factor Q (low rank when d > r) and its solves.
-    from socicnn.inference.newton import _Curvature, _Point
+def test_kink_rows_gradient_and_curvature_match_autograd(in_dim, hidden):
+    # The blocks' kink rows (one-hot vector-Jacobian products), the piece gradient, the Hessian
+    # factor Q (low rank when d > r) and its solves, against autograd and dense linear algebra.
+    from socicnn.inference.newton import _Point
 
     m = sc.SOCICNN(in_dim, hidden, quad_dims=(4,), norm_dims=(4, 4), dtype=torch.float64, seed=2)
     x = torch.randn(5, in_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    pt = _Point(m, x, torch.zeros_like(x), BETA, None)
+    pt = _Point(m, torch.arange(5), x, torch.zeros_like(x), BETA, None, 1e-9)
     with torch.enable_grad():
         jac = torch.func.vmap(torch.func.jacrev(lambda v: torch.cat(m.backbone.preactivations(v[None]), 1)[0]))(x)
-    torch.testing.assert_close(pt.J.permute(1, 0, 2), jac, rtol=0, atol=1e-12)
+        u = torch.func.vmap(torch.func.jacrev(lambda v: m.norm_blocks[1].A @ v + m.norm_blocks[1].d))(x)
+    M = sum(hidden)
+    every = torch.arange(M + 8).expand(5, -1)
+    rows = pt.kink_rows(every)
+    torch.testing.assert_close(rows[:, :M], jac, rtol=0, atol=1e-12)
+    torch.testing.assert_close(rows[:, M + 4 :], u, rtol=0, atol=1e-12)
     with torch.enable_grad():
         grad = torch.func.vmap(torch.func.grad(lambda v: m(v[None])[0] + 0.5 * BETA * (v**2).sum()))(x)
+        H = torch.func.vmap(torch.func.hessian(lambda v: m(v[None])[0]))(x)
     torch.testing.assert_close(pt.g, grad, rtol=0, atol=1e-12)
-    H = sc.readout.hessian(m, x) + BETA * torch.eye(in_dim, dtype=torch.float64)
-    curv = _Curvature(m, x, BETA)
-    assert (curv.Q is not None) == (in_dim > 12)  # r = 4 + 4 + 4 rows
+    H = H + BETA * torch.eye(in_dim, dtype=torch.float64)
+    assert (pt.curv.Q is not None) == (in_dim > 12)  # r = 4 + 4 + 4 rows
     b = torch.randn(5, in_dim, 3, dtype=torch.float64)
-    torch.testing.assert_close(curv.solve(b), torch.linalg.solve(H, b), rtol=0, atol=1e-12)
-    rows = b.transpose(1, 2)
-    torch.testing.assert_close(curv.schur(rows), rows @ torch.linalg.solve(H, b), rtol=0, atol=1e-12)
-    # A pattern flip (rank-one corrections) gives the Jacobian recomputed on the new pattern.
-    from socicnn.inference.newton import _jacobian
-
-    unit = torch.tensor([0, 3, -1, hidden[0] + 1, 1])
-    new = 1.0 - pt.s[torch.arange(5), unit.clamp(min=0)]
+    torch.testing.assert_close(pt.curv.solve(b), torch.linalg.solve(H, b), rtol=0, atol=1e-11)
+    J = b.transpose(1, 2)
+    torch.testing.assert_close(pt.curv.schur(J), J @ torch.linalg.solve(H, b), rtol=0, atol=1e-11)
+    # After a pattern flip the rows are those of the new pattern: autograd of the pre-activations
+    # of a model whose flipped unit is replaced by its new side (gate 0: dead, 1: linear).
     sub = pt.subset(torch.arange(5))
-    sub.flip(unit, new)
-    sub.flip(torch.tensor([2, -1, 5, 0, -1]), torch.ones(5, dtype=torch.float64))
-    every = torch.arange(sum(hidden)).expand(5, -1)
-    want = _jacobian(m.backbone, sub.s, x).permute(1, 0, 2)
-    torch.testing.assert_close(sub.unit_rows(every, torch.arange(5)), want, rtol=0, atol=1e-12)
+    unit = torch.tensor([0, 3, -1, hidden[0] + 1, 1])
+    side = sub.P[torch.arange(5), unit.clamp(min=0)] < 0.5
+    sub.release(unit, side)
+    got = sub.kink_rows(every)[:, :M]
+    for i in range(5):
+        if unit[i] < 0:
+            torch.testing.assert_close(got[i], rows[i, :M], rtol=0, atol=0)
+            continue
+        with torch.enable_grad():
+            want = torch.func.jacrev(lambda v, i=i: _forced(m, v, int(unit[i]), float(side[i])))(x[i])
+        torch.testing.assert_close(got[i], want, rtol=0, atol=1e-12)
+
+
+def _forced(m, v, unit, side):
+    """Pre-activations of ``m`` at ``v`` with ``unit``'s activation forced to its linear
+    (side 1) or dead (side 0) branch, every other unit on its own pattern at ``v``."""
+    bb = m.backbone
+    pattern = [(a > 0).to(v.dtype) for a in bb.preactivations(v.detach()[None])]
+    out, z, start = [], None, 0
+    for l, width in enumerate(bb.hidden):
+        a = bb.b[l] + (bb.W_eff(l) @ v if bb.W_eff(l) is not None else 0)
+        if z is not None:
+            a = a + bb.U_eff(l) @ z
+        out.append(a)
+        gate = pattern[l][0]
+        if start <= unit < start + width:
+            gate = gate.clone()
+            gate[unit - start] = side
+        z = gate * a
+        start += width
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def test_face_steps_of_a_batch_equal_those_of_each_query_alone(model):
     # Each query's face step (with its releases and pattern flips) must not depend on the
     # other queries of the batch: a regression test for a misaligned release side.
-    from socicnn.inference.newton import _directional, _face_direction, _Point
+    from socicnn.inference.newton import _face_direction, _Point
 
     y = torch.randn(40, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     x = prox(model, y, BETA, max_iter=1).x
-    pt = _Point(model, x, y, BETA, None)
+    pt = _Point(model, torch.arange(40), x, y, BETA, None, 1e-9)
     dn = -pt.curv.solve(pt.g)
-    after = pt.af + _directional(pt.bb, pt.s, dn)
-    cand = (pt.af.abs() <= 1e-9) | (torch.sign(pt.af) != torch.sign(after))
-    priority = torch.zeros_like(pt.af)
+    after = pt.k + pt.jvp(dn)
+    cand = (pt.k.abs() <= 1e-9) | (torch.sign(pt.k) != torch.sign(after))
+    priority = torch.zeros_like(pt.k)
     eq = torch.zeros(0, dtype=torch.bool)
     batch = _face_direction(pt, cand, priority, eq, 4, kmax=6)
-    alone = [_face_direction(pt.subset([i]), cand[i : i + 1], priority[i : i + 1], eq, 4, 6) for i in range(40)]
+    alone = [
+        _face_direction(pt.subset(torch.tensor([i])), cand[i : i + 1], priority[i : i + 1], eq, 4, 6) for i in range(40)
+    ]
     assert int(cand.sum(-1).ge(2).sum()) >= 10  # enough queries with faces that need releases
     torch.testing.assert_close(batch, torch.cat(alone), rtol=0, atol=1e-10)

@@ -138,10 +138,20 @@ def test_solve_rejects_non_finite_x0(bad):
         sc.lifting.solve(model, np.array([0.0, bad, 1.0]), solver="clarabel")
 
 
-def test_softplus_model_has_no_lifting():
-    model = sc.SOCICNN(3, (4,), activation="softplus", dtype=F64, seed=0)
-    with pytest.raises(NotImplementedError, match="ReLU"):
-        sc.lifting.LiftedProblem(model, solver="clarabel")
+def test_softplus_model_lifts_to_an_exponential_cone_program():
+    # z >= log(1 + exp(a)): the solver's value is the forward value, and its duals (adjoints
+    # times sigmoid(a)) give the autograd gradient, to the solver's accuracy.
+    model = sc.SOCICNN(3, (5, 5), quad_dims=(2,), norm_dims=(2,), activation="softplus", dtype=F64, seed=4)
+    problem = sc.lifting.LiftedProblem(model, solver="clarabel")
+    for x in torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(2)):
+        sol = problem.solve(x)
+        assert sol.status == "optimal"
+        assert relative_error(sol.value, float(model(x).detach())) <= VALUE_RTOL
+        slope = sc.readout.supporting_slope(model, [[torch.as_tensor(a)[None] for a in sol.nu], *[
+            torch.as_tensor(m)[None] for m in sol.multipliers[1:]]])
+        with torch.enable_grad():
+            grad = torch.func.grad(lambda v: model(v))(x)
+        torch.testing.assert_close(slope[0], grad, rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------- solver selection

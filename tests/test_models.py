@@ -69,7 +69,7 @@ def test_weights_fields_match_the_api():
 def test_relu_icnn_round_trip_and_is_socicnn_without_blocks():
     model = sc.ReLUICNN(D, (5, 5), passthrough=True, dtype=F64, seed=2)
     assert isinstance(model, sc.SOCICNN) and model.quad_dims == () and model.norm_dims == ()
-    assert [type(b).__name__ for b in model.blocks()] == ["Backbone"]
+    assert [type(b).__name__ for b in model.blocks()] == ["ReLUBackbone"]
     clone = sc.ReLUICNN.from_weights(model.weights())
     assert type(clone) is sc.ReLUICNN
     x = torch.randn(8, D, dtype=F64)
@@ -79,7 +79,7 @@ def test_relu_icnn_round_trip_and_is_socicnn_without_blocks():
 
 def test_blocks_sum_to_the_model():
     model = sc.SOCICNN(D, (5, 5), quad_dims=(2, 2), norm_dims=(3,), dtype=F64, seed=3)
-    assert [b.kind for b in model.blocks()] == ["nu", "p", "p", "r"]
+    assert [b.multiplier_name for b in model.blocks()] == ["nu", "p", "p", "r"]
     x = torch.randn(8, D, dtype=F64)
     with torch.no_grad():
         torch.testing.assert_close(sum(b(x) for b in model.blocks()), model(x), rtol=0, atol=0)

@@ -96,7 +96,7 @@ def test_bad_tolerance(model, tol, error):
         (dict(quad_dims=(0,)), ValueError, "quad_dims must be a sequence of positive integers"),
         (dict(norm_dims=(-3,)), ValueError, "norm_dims must be a sequence of positive integers"),
         (dict(activation="tanh"), ValueError, r"unknown activation 'tanh'; choose one of \['relu', 'softplus'\]"),
-        (dict(dtype=torch.int32), TypeError, "dtype must be a floating-point dtype"),
+        (dict(dtype=torch.int32), TypeError, "socicnn models work in float32 or float64"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):

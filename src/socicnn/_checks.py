@@ -89,6 +89,18 @@ def as_input(
     return x2, vector
 
 
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def check_model_dtype(dtype: torch.dtype) -> None:
+    """Raise ``TypeError`` unless ``dtype`` is float32 or float64: half precisions cannot carry
+    the readout's tie tests, Cholesky factors or conic lifting."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"socicnn models work in float32 or float64, got {dtype}; convert with model.to(torch.float32)"
+        )
+
+
 def check_tol(tol: float) -> float:
     """Validate a degeneracy tolerance (a non-negative finite float)."""
     if not isinstance(tol, (int, float)) or isinstance(tol, bool):

@@ -1,15 +1,23 @@
-"""The ICNN backbone ``f_R(x) = c^T z_L + v^T x + b_0`` (MATH.md §1-3).
+"""ICNN backbones ``f_R(x) = c^T z_L + v^T x + b_0``.
 
-``a_1 = W_1 x + b_1``, ``a_l = W_l x + U_l z_{l-1} + b_l`` (the ``W_l x`` passthrough is
-optional for ``l >= 2``), ``z_l = act(a_l)``. Convexity needs ``U_l >= 0`` and ``c >= 0``:
-they are stored as unconstrained raw parameters and used through ``abs``, so every backbone
-is convex whatever an optimiser does, and ``abs`` is the identity on the effective weights,
-so ``from_weights`` round-trips exactly.
+``a_1 = W_1 x + b_1``, ``a_l = W_l x + U_l (s_l * z_{l-1}) + b_l`` (the ``W_l x`` passthrough is
+optional for ``l >= 2``; the z-path scalings ``s_l >= 0`` are per-row data, the identity unless
+bound), ``z_l = act(a_l)``. Convexity needs ``U_l >= 0``, ``c >= 0`` and a convex nondecreasing
+activation (Amos, Xu and Kolter, 2017): ``U`` and ``c`` are stored as unconstrained raw
+parameters and used through ``abs``, so every backbone is convex whatever an optimiser does, and
+``abs`` is the identity on the effective weights, so ``from_weights`` round-trips exactly.
 
-With ``activation="relu"`` the backbone is the value function of the LP of MATH.md §2 and its
-canonical multipliers are ``nu_L = c * 1[a_L > tol]``, ``nu_l = (U_{l+1}^T nu_{l+1}) * 1[a_l > tol]``.
-``activation="softplus"`` gives the smooth softplus-ICNN baseline (forward value and gradient
-readout only; it is not LP/SOCP-representable).
+- :class:`ReLUBackbone` is the value function of the linear program
+  ``min c^T z_L + v^T x + b_0`` s.t. ``z_l >= a_l(x, z_{l-1})``, ``z_l >= 0``; its canonical
+  multipliers are ``nu_L = c * 1[a_L > tol]``, ``nu_l = (s_{l+1} * U_{l+1}^T nu_{l+1}) * 1[a_l > tol]``
+  and its kinks are the pre-activations ``a``.
+- :class:`SoftplusBackbone` is smooth: its multipliers ``nu_l = upper_l * sigmoid(a_l)`` are the
+  maximisers of the conjugate form ``softplus(a) = max_{0<=t<=1} t a - H(t)`` (``H`` the negative
+  binary entropy), and its Hessian is ``sum_t w_t softplus''(a_t) grad a_t grad a_t^T`` with
+  the nonnegative adjoints ``w_t = upper_t``.
+
+Per-row data: the offsets ``v``, ``b0``, ``b.l`` (``l = 0..L-1``) and the z-path scalings
+``zscale.l >= 0`` (``l = 1..L-1``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, affine_image, to_numpy
 
 ACTIVATIONS = ("relu", "softplus")
 
@@ -33,28 +41,33 @@ class BackboneState:
 
     a: list[torch.Tensor]
     nu: list[torch.Tensor]
+    upper: list[torch.Tensor] | None = None
 
 
-class Backbone(ConvexBlock):
-    """Input-convex backbone with nonnegative ``U`` and ``c`` by construction.
+def _scale(values: torch.Tensor, zscale: torch.Tensor | None) -> torch.Tensor:
+    return values if zscale is None else values * zscale
+
+
+class Backbone(ConvexBlock, abstract=True):
+    """Weights and affine structure shared by the ICNN backbones (see the module docstring).
 
     Args:
         in_dim: input dimension ``d``.
         hidden: widths ``(m_1, ..., m_L)``.
         passthrough: whether layers ``l >= 2`` see the input through ``W_l x``.
-        activation: ``"relu"`` (LP-representable) or ``"softplus"``.
         generator: random generator for the initialisation (CPU).
         dtype, device: of the parameters.
     """
 
-    kind = "nu"
+    multiplier_name = "nu"
+    nonnegative_data = ("zscale",)
+    activation: str = ""
 
     def __init__(
         self,
         in_dim: int,
         hidden: tuple[int, ...],
         passthrough: bool = True,
-        activation: str = "relu",
         *,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -64,9 +77,8 @@ class Backbone(ConvexBlock):
         self.in_dim = in_dim
         self.hidden = tuple(hidden)
         self.passthrough = passthrough
-        self.activation = activation
 
-        init = _initial_weights(in_dim, self.hidden, passthrough, activation, generator)
+        init = _initial_weights(in_dim, self.hidden, passthrough, self._act, generator)
 
         def param(t: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(t.to(dtype=dtype or torch.get_default_dtype(), device=device))
@@ -78,11 +90,11 @@ class Backbone(ConvexBlock):
         self.v = param(init["v"])
         self.b0 = param(init["b0"])
 
-    @property
-    def piecewise_linear(self) -> bool:
-        return self.activation == "relu"
+    @staticmethod
+    def _act(a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
-    # ----------------------------------------------------------------- weights
+    # ----------------------------------------------------------------- weights and data
     def W_eff(self, l: int) -> torch.Tensor | None:
         """``W_l`` (0-based ``l``), or ``None`` for ``l >= 1`` without passthrough."""
         return self.W[l] if l < len(self.W) else None
@@ -95,32 +107,47 @@ class Backbone(ConvexBlock):
     def c(self) -> torch.Tensor:
         return self.c_raw.abs()
 
-    def _act(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.relu(a) if self.activation == "relu" else F.softplus(a)
+    def default_data(self) -> dict[str, torch.Tensor]:
+        out = {"v": self.v, "b0": self.b0}
+        out.update({f"b.{l}": b for l, b in enumerate(self.b)})
+        return out
 
-    def _require_relu(self, what: str) -> None:
-        if self.activation != "relu":
-            raise NotImplementedError(
-                f"{what} needs a piecewise-linear (ReLU) backbone; this model uses "
-                f"activation={self.activation!r}"
-            )
+    @property
+    def data_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = super().data_shapes
+        shapes.update({f"zscale.{l}": (self.hidden[l - 1],) for l in range(1, len(self.hidden))})
+        return shapes
+
+    def _offset(self, l: int) -> torch.Tensor:
+        return self.b[l] if self._bound is None else self.data(f"b.{l}")
+
+    def _zscale(self, l: int) -> torch.Tensor | None:
+        return None if self._bound is None else self._bound.get(f"zscale.{l}")
+
+    def _v(self) -> torch.Tensor:
+        return self.v if self._bound is None else self.data("v")
+
+    def _b0(self) -> torch.Tensor:
+        return self.b0 if self._bound is None else self.data("b0")
 
     # ----------------------------------------------------------------- forward
     def _preactivation(self, l: int, x: torch.Tensor, z: torch.Tensor | None, readout: bool) -> torch.Tensor:
-        """``a_l = W_l x + U_l z_{l-1} + b_l`` ``(N, m_l)`` (0-based ``l``; ``z`` is ``None`` for ``l = 0``).
+        """``a_l = W_l x + U_l (s_l z_{l-1}) + b_l`` ``(N, m_l)`` (0-based ``l``; ``z`` is ``None``
+        for ``l = 0``).
 
         ``readout=True`` is for the readout, which no autograd or ``torch.func`` transform traces:
-        ``a_l`` is then a feature-major buffer (see ``affine_image``; every product of the readout
-        then writes feature-major outputs, the orientation CPU BLAS runs fastest here) and
-        ``U_l z_{l-1}`` is accumulated into it in place (``vmap`` has no batching rule for that).
+        ``a_l`` is then a feature-major buffer (see ``affine_image``) and ``U_l z_{l-1}`` is
+        accumulated into it in place (``vmap`` has no batching rule for that).
         """
-        W = self.W_eff(l)
-        if readout:
+        W, b = self.W_eff(l), self._offset(l)
+        if z is not None:
+            z = _scale(z, self._zscale(l))
+        if readout and b.ndim == 1:
             if W is None:
-                return affine_image(z, self.U_eff(l), self.b[l])
-            a = affine_image(x, W, self.b[l])
+                return affine_image(z, self.U_eff(l), b)
+            a = affine_image(x, W, b)
             return a if z is None else a.addmm_(z, self.U_eff(l).T)
-        a = self.b[l] if W is None else torch.addmm(self.b[l], x, W.T)
+        a = b.expand(x.shape[0], -1) if W is None else affine_image(x, W, b) if b.ndim == 2 else torch.addmm(b, x, W.T)
         return a if z is None else torch.addmm(a, z, self.U_eff(l).T)
 
     def preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -140,7 +167,125 @@ class Backbone(ConvexBlock):
         z = None
         for l in range(len(self.hidden)):
             z = self._act(self._preactivation(l, x, z, readout=False))
-        return torch.addmv(torch.addmv(self.b0, x, self.v), z, self.c)
+        v, b0 = self._v(), self._b0()
+        lin = torch.addmv(b0, x, v) if v.ndim == 1 else b0 + torch.linalg.vecdot(x, v)
+        return torch.addmv(lin, z, self.c)
+
+    # ----------------------------------------------------------------- shared dual algebra
+    def _up(self, l: int, nu_l: torch.Tensor) -> torch.Tensor:
+        """``upper_{l-1} = s_l * (U_l^T nu_l)`` for the layer below ``l`` (batched over leading dims)."""
+        return _scale(nu_l @ self.U_eff(l), self._zscale(l) if nu_l.ndim == 2 else _lead(self._zscale(l), nu_l))
+
+    def _backprop(self, gates: list[torch.Tensor], seeds: list[torch.Tensor], top: torch.Tensor | None):
+        """Top-down ``q_l = upper_l * gate_l + seed_l``, ``upper_{l-1} = s_l U_l^T q_l``,
+        ``upper_L = top`` (``c``, or 0 for a plain vector-Jacobian product). Leading dims of the
+        seeds are batch dims. Returns ``q``, ``upper`` (lists) and ``sum_l W_l^T q_l``."""
+        L = len(self.hidden)
+        q: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        uppers: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        up = torch.zeros_like(seeds[-1]) if top is None else top.expand_as(seeds[-1])
+        slope = None
+        for l in range(L - 1, -1, -1):
+            g = gates[l] if gates[l].ndim == seeds[l].ndim else _lead(gates[l], seeds[l])
+            ql = torch.addcmul(seeds[l], up, g)
+            q[l], uppers[l] = ql, up
+            W = self.W_eff(l)
+            if W is not None:
+                slope = ql @ W if slope is None else slope + ql @ W
+            if l > 0:
+                up = self._up(l, ql)
+        return q, uppers, slope
+
+    def _forward_directional(self, gates: list[torch.Tensor], dx: torch.Tensor) -> list[torch.Tensor]:
+        """Change of every pre-activation along ``dx`` ``(n, d)`` through the gates ``dz = gate * da``."""
+        out, prev = [], None
+        for l in range(len(self.hidden)):
+            W = self.W_eff(l)
+            da = dx @ W.T if W is not None else dx.new_zeros(dx.shape[0], self.hidden[l])
+            if prev is not None:
+                da = da + _scale(prev * gates[l - 1], self._zscale(l)) @ self.U_eff(l).T
+            out.append(da)
+            prev = da
+        return out
+
+    def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(t, self.hidden, dim=-1))
+
+    def dual_slope(self, mult: list[torch.Tensor]) -> torch.Tensor:
+        v = self._v()
+        g = affine_image(mult[0], self.W[0].T, v) if v.ndim == 1 else torch.addmm(v, mult[0], self.W[0])
+        for l in range(1, len(mult)):
+            W = self.W_eff(l)
+            if W is not None:
+                g.addmm_(mult[l], W)
+        return g
+
+    def _affine_terms(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``W_l x + b_l`` (``b_l`` alone without passthrough) per layer, ``(N, m_l)``."""
+        out = []
+        for l in range(len(self.hidden)):
+            W, b = self.W_eff(l), self._offset(l)
+            out.append(b.expand(x.shape[0], -1) if W is None else affine_image(x, W, b))
+        return out
+
+    def _linear_value(self, x: torch.Tensor) -> torch.Tensor:
+        v = self._v()
+        return self._b0() + (x @ v if v.ndim == 1 else torch.linalg.vecdot(x, v))
+
+    def _uppers(self, mult: list[torch.Tensor]) -> list[torch.Tensor]:
+        upper = [self.c.expand_as(mult[-1])]
+        for l in range(len(mult) - 1, 0, -1):
+            upper.insert(0, self._up(l, mult[l]))
+        return upper
+
+    def dual_residual(self, mult: list[torch.Tensor]) -> torch.Tensor:
+        worst = torch.zeros(mult[0].shape[0], dtype=mult[0].dtype, device=mult[0].device)
+        for nu, upper in zip(mult, self._uppers(mult), strict=True):
+            viol = torch.maximum(torch.relu(-nu), torch.relu(nu - upper)).amax(dim=1)
+            worst = torch.maximum(worst, viol)
+        return worst
+
+    def numpy_weights(self) -> dict:
+        L = len(self.hidden)
+        return {
+            "W": [to_numpy(self.W_eff(l)) for l in range(L)],
+            "U": [to_numpy(self.U_eff(l)) for l in range(L)],
+            "c": to_numpy(self.c),
+        }
+
+    def _lift_cover(self, x, data, cover_rhs):
+        """The covering constraints ``z_l >= act-epigraph(a_l)`` shared by the liftings."""
+        w = self.numpy_weights()
+        zs = [cp.Variable(m) for m in self.hidden]
+        cover: list[cp.Constraint] = []
+        for l, z in enumerate(zs):
+            rhs = data[f"b.{l}"]
+            if w["W"][l] is not None:
+                rhs = rhs + w["W"][l] @ x
+            if l > 0:
+                prev = zs[l - 1] if data.get(f"zscale.{l}") is None else cp.multiply(data[f"zscale.{l}"], zs[l - 1])
+                rhs = rhs + w["U"][l] @ prev
+            cover.append(cover_rhs(z, rhs))
+        objective = w["c"] @ zs[-1] + data["v"] @ x + data["b0"]
+        return zs, cover, objective
+
+
+def _lead(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A per-row ``(n, m)`` tensor broadcast against ``(n, k, m)`` batched seeds."""
+    if t is None or t.ndim == 1:
+        return t
+    return t.reshape(t.shape[0], *([1] * (like.ndim - 2)), t.shape[-1])
+
+
+class ReLUBackbone(Backbone):
+    """ReLU backbone: the value function of an LP, piecewise linear, kinks at ``a = 0``."""
+
+    activation = "relu"
+    piecewise_linear = True
+
+    @staticmethod
+    def _act(a: torch.Tensor) -> torch.Tensor:
+        return torch.relu(a)
 
     # ----------------------------------------------------------------- readout
     def state(self, x: torch.Tensor, tol: float = 0.0) -> BackboneState:
@@ -148,31 +293,19 @@ class Backbone(ConvexBlock):
         nu: list[torch.Tensor] = [None] * len(a_list)  # type: ignore[list-item]
         upper = self.c.expand_as(a_list[-1])
         for l in range(len(a_list) - 1, -1, -1):
-            if self.activation == "relu":
-                # upper_l = U_{l+1}^T nu_{l+1} is a fresh buffer for l < L: gate it in place.
-                nu[l] = _gate(upper, a_list[l], tol, in_place=l < len(a_list) - 1)
-            else:
-                nu[l] = upper * torch.sigmoid(a_list[l])
+            # upper_l = s U_{l+1}^T nu_{l+1} is a fresh buffer for l < L: gate it in place.
+            nu[l] = _gate(upper, a_list[l], tol, in_place=l < len(a_list) - 1)
             if l > 0:
-                upper = affine_image(nu[l], self.U_eff(l).T)
+                upper = self._up(l, nu[l]) if self._bound else affine_image(nu[l], self.U_eff(l).T)
         return BackboneState(a=a_list, nu=nu)
 
     def multipliers(self, st: BackboneState) -> list[torch.Tensor]:
         return st.nu
 
-    def dual_slope(self, mult: list[torch.Tensor]) -> torch.Tensor:
-        g = affine_image(mult[0], self.W[0].T, self.v)
-        for l in range(1, len(mult)):
-            W = self.W_eff(l)
-            if W is not None:
-                g.addmm_(mult[l], W)
-        return g
-
     def optimal_dual_set(self, st: BackboneState, tol: float) -> DualSetLift:
         """Optimal ``nu`` at one point: ``nu_l = upper_l`` on active units, ``0`` on inactive
-        ones, ``0 <= nu_l <= upper_l`` on ties, ``upper_l = U_{l+1}^T nu_{l+1}``, ``upper_L = c``:
-        a polyhedron in all ``nu`` jointly."""
-        self._require_relu("the optimal dual set")
+        ones, ``0 <= nu_l <= upper_l`` on ties, ``upper_l = s_{l+1} U_{l+1}^T nu_{l+1}``,
+        ``upper_L = c``: a polyhedron in all ``nu`` jointly."""
         w = self.numpy_weights()
         nus = [cp.Variable(m) for m in self.hidden]
         constraints: list[cp.Constraint] = []
@@ -188,7 +321,12 @@ class Backbone(ConvexBlock):
                 constraints += [nus[l][tied] >= 0, nus[l][tied] <= upper[tied]]
             if l > 0:
                 upper = w["U"][l].T @ nus[l]
-        slope = w["v"] + sum(w["W"][l].T @ nus[l] for l in range(len(self.hidden)) if w["W"][l] is not None)
+                zs = self._zscale(l)
+                if zs is not None:
+                    upper = cp.multiply(to_numpy(zs if zs.ndim == 1 else zs[0]), upper)
+        v = self._v()
+        slope = to_numpy(v if v.ndim == 1 else v[0])
+        slope = slope + sum(w["W"][l].T @ nus[l] for l in range(len(self.hidden)) if w["W"][l] is not None)
         return DualSetLift(constraints, slope)
 
     def sample_optimal_duals(
@@ -196,9 +334,9 @@ class Backbone(ConvexBlock):
     ) -> list[torch.Tensor]:
         """Random optimal ``nu``, chosen top-down: a tied unit takes ``t * upper`` with ``t``
         uniform on ``[0, 1]``, or an endpoint ``t in {0, 1}`` (a vertex) with probability 1/2."""
-        self._require_relu("sampling optimal duals")
         upper = self.c.expand(n, -1)
         nu: list[torch.Tensor] = [None] * len(st.a)  # type: ignore[list-item]
+        one = self.select(torch.zeros(n, dtype=torch.long, device=self.c.device))
         for l in range(len(st.a) - 1, -1, -1):
             a = st.a[l][0]
             t = torch.rand(n, a.shape[0], generator=generator, dtype=torch.float64)
@@ -207,19 +345,16 @@ class Backbone(ConvexBlock):
             weight = (a > tol).to(a.dtype) + (a.abs() <= tol).to(a.dtype) * t
             nu[l] = upper * weight
             if l > 0:
-                upper = nu[l] @ self.U_eff(l)
+                upper = one._up(l, nu[l])
         return nu
 
     def hessian(self, st: BackboneState, out: torch.Tensor | None = None) -> torch.Tensor | None:
-        self._require_relu("the local Hessian readout")
         return out  # locally affine away from ties: adds nothing
 
     def hvp(self, st: BackboneState, w: torch.Tensor) -> None:
-        self._require_relu("the Hessian-vector product readout")
         return None
 
     def directional(self, st: BackboneState, delta: torch.Tensor, tol: float) -> torch.Tensor:
-        self._require_relu("the exact directional derivative")
         dz = None
         for l, a in enumerate(st.a):
             da = torch.zeros_like(a)
@@ -227,68 +362,209 @@ class Backbone(ConvexBlock):
             if W is not None:
                 da = da + delta @ W.T
             if dz is not None:
-                da = da + dz @ self.U_eff(l).T
+                da = da + _scale(dz, self._zscale(l)) @ self.U_eff(l).T
             active = (a > tol).to(a.dtype)
             tied = (a.abs() <= tol).to(a.dtype)
             dz = active * da + tied * torch.relu(da)
-        return dz @ self.c + delta @ self.v
+        v = self._v()
+        return dz @ self.c + (delta @ v if v.ndim == 1 else torch.linalg.vecdot(delta, v))
 
     def margin(self, st: BackboneState) -> torch.Tensor:
         return torch.stack([a.abs().amin(dim=1) for a in st.a], 0).amin(dim=0)
 
     def dual_value(self, x: torch.Tensor, mult: list[torch.Tensor]) -> torch.Tensor:
-        val = x @ self.v + self.b0
-        for l, nu in enumerate(mult):
-            aff = self.b[l].expand_as(nu)
-            W = self.W_eff(l)
-            if W is not None:
-                aff = aff + x @ W.T
+        val = self._linear_value(x)
+        for nu, aff in zip(mult, self._affine_terms(x), strict=True):
             val = val + (nu * aff).sum(-1)
         return val
 
-    def dual_residual(self, mult: list[torch.Tensor]) -> torch.Tensor:
-        upper = self.c.expand_as(mult[-1])
-        worst = torch.zeros(mult[0].shape[0], dtype=mult[0].dtype, device=mult[0].device)
-        for l in range(len(mult) - 1, -1, -1):
-            nu = mult[l]
-            viol = torch.maximum(torch.relu(-nu), torch.relu(nu - upper)).amax(dim=1)
-            worst = torch.maximum(worst, viol)
+    # ----------------------------------------------------------------- kinks
+    def kinks(self, st: BackboneState) -> torch.Tensor:
+        return torch.cat(st.a, dim=-1)
+
+    def face_pattern(self, st: BackboneState, tied: torch.Tensor) -> torch.Tensor:
+        """``1[a > 0]``: tied units keep their side (the face step does not depend on it)."""
+        return (self.kinks(st) > 0).to(st.a[0].dtype)
+
+    def face_duals(self, st: BackboneState, pattern, seeds, clip=None) -> FaceDuals:
+        """``nu_l = upper_l * pattern_l + seed_l`` top-down; with ``clip`` those entries are
+        clipped into ``[0, upper]`` as the pass goes down, which makes any guess dual feasible."""
+        gates, sd = self._split(pattern), self._split(seeds)
+        clips = None if clip is None else self._split(clip)
+        L = len(self.hidden)
+        q: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        uppers: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        up = self.c.expand_as(sd[-1])
+        for l in range(L - 1, -1, -1):
+            ql = torch.addcmul(sd[l], up, gates[l])
+            if clips is not None:
+                ql = torch.where(clips[l], torch.minimum(ql.clamp(min=0.0), up), ql)
+            q[l], uppers[l] = ql, up
             if l > 0:
-                upper = nu @ self.U_eff(l)
-        return worst
+                up = self._up(l, ql)
+        qc, upc = torch.cat(q, -1), torch.cat(uppers, -1)
+        scale = 1 + upc
+        low, high = (-qc).clamp(min=0) / scale, (qc - upc).clamp(min=0) / scale
+        return FaceDuals(self.dual_slope(q), q, torch.maximum(low, high), high > low)
+
+    def face_jvp(self, st: BackboneState, pattern, dx) -> torch.Tensor:
+        return torch.cat(self._forward_directional(self._split(pattern), dx), dim=-1)
+
+    def face_rows(self, st: BackboneState, pattern, index) -> torch.Tensor:
+        """Gradients of the units ``index`` through the pattern: a vector-Jacobian product per
+        row seeded by one-hot vectors (``(n, k, M)`` seeds, one backward pass)."""
+        n, k = index.shape
+        seeds = pattern.new_zeros(n, k, pattern.shape[1])
+        seeds.scatter_(-1, index[..., None], 1.0)
+        _, _, slope = self._backprop(self._split(pattern), self._split(seeds), None)
+        return slope
+
+    def face_curvature(self, st: BackboneState, pattern) -> torch.Tensor:
+        return pattern.new_zeros(pattern.shape[0], 0, self.in_dim)
+
+    def face_hvp(self, st: BackboneState, pattern, w) -> None:
+        return None
+
+    def face_crossing(self, st: BackboneState, pattern, dk):
+        a = self.kinks(st)
+        after = a + dk
+        cross = ((a > 0) & (after < 0)) | ((a < 0) & (after > 0))
+        frac = torch.where(cross, a.abs() / dk.abs().clamp(min=1e-300), torch.ones_like(a))
+        return cross, frac
+
+    def release_group(self, local: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(local.shape[0], sum(self.hidden), dtype=torch.bool, device=local.device)
+        return out.scatter_(-1, local[:, None], True)
+
+    def gap_slack(self, st: BackboneState, mult: list[torch.Tensor]) -> torch.Tensor:
+        """``sum_t (upper_t - nu_t) relu(a_t) + nu_t relu(-a_t)``: zero off the ties."""
+        out = None
+        for a, nu, upper in zip(st.a, mult, self._uppers(mult), strict=True):
+            part = ((upper - nu) * a.clamp(min=0.0) + nu * (-a).clamp(min=0.0)).sum(-1)
+            out = part if out is None else out + part
+        return out
 
     # ----------------------------------------------------------------- lifting
-    def numpy_weights(self) -> dict:
-        L = len(self.hidden)
-        return {
-            "W": [to_numpy(self.W_eff(l)) for l in range(L)],
-            "U": [to_numpy(self.U_eff(l)) for l in range(L)],
-            "b": [to_numpy(self.b[l]) for l in range(L)],
-            "c": to_numpy(self.c),
-            "v": to_numpy(self.v),
-            "b0": float(to_numpy(self.b0)),
-        }
-
-    def lift(self, x) -> BlockLift:
-        """LP of MATH.md §2: ``min c^T z_L + v^T x + b0`` s.t. ``z_l >= a_l(x, z_{l-1})``, ``z >= 0``."""
-        self._require_relu("the LP lifting")
-        w = self.numpy_weights()
-        zs = [cp.Variable(m) for m in self.hidden]
-        cover: list[cp.Constraint] = []
-        for l, z in enumerate(zs):
-            rhs = w["b"][l]
-            if w["W"][l] is not None:
-                rhs = rhs + w["W"][l] @ x
-            if l > 0:
-                rhs = rhs + w["U"][l] @ zs[l - 1]
-            cover.append(z >= rhs)
-        constraints = cover + [z >= 0 for z in zs]
-        objective = w["c"] @ zs[-1] + w["v"] @ x + w["b0"]
+    def lift(self, x, data) -> BlockLift:
+        """``min c^T z_L + v^T x + b0`` s.t. ``z_l >= a_l(x, z_{l-1})``, ``z >= 0`` (an LP)."""
+        zs, cover, objective = self._lift_cover(x, data, lambda z, rhs: z >= rhs)
 
         def read() -> list[np.ndarray]:
             return [np.asarray(con.dual_value, dtype=float).reshape(-1) for con in cover]
 
-        return BlockLift(objective, constraints, read)
+        return BlockLift(objective, cover + [z >= 0 for z in zs], read)
+
+
+class SoftplusBackbone(SmoothBlock, Backbone):
+    """Softplus backbone: smooth, with closed-form gradient, Hessian and HVP readouts, and an
+    exponential-cone lifting (``z >= log(1 + exp(a))``)."""
+
+    activation = "softplus"
+
+    @staticmethod
+    def _act(a: torch.Tensor) -> torch.Tensor:
+        return F.softplus(a)
+
+    def _state_rows(self, st: BackboneState) -> torch.Tensor:
+        return st.a[0]
+
+    def state(self, x: torch.Tensor, tol: float = 0.0) -> BackboneState:
+        a_list = self._preactivations(x, readout=True)
+        nu: list[torch.Tensor] = [None] * len(a_list)  # type: ignore[list-item]
+        uppers: list[torch.Tensor] = [None] * len(a_list)  # type: ignore[list-item]
+        upper = self.c.expand_as(a_list[-1])
+        for l in range(len(a_list) - 1, -1, -1):
+            uppers[l] = upper
+            nu[l] = upper * torch.sigmoid(a_list[l])
+            if l > 0:
+                upper = self._up(l, nu[l])
+        return BackboneState(a=a_list, nu=nu, upper=uppers)
+
+    def multipliers(self, st: BackboneState) -> list[torch.Tensor]:
+        return st.nu
+
+    def dual_value(self, x: torch.Tensor, mult: list[torch.Tensor]) -> torch.Tensor:
+        """``v^T x + b0 + sum_l [nu_l^T (W_l x + b_l) - sum_t upper_t H(nu_t / upper_t)]`` with
+        ``H(t) = t log t + (1 - t) log(1 - t)``: the conjugate form of softplus."""
+        val = self._linear_value(x)
+        for nu, aff, upper in zip(mult, self._affine_terms(x), self._uppers(mult), strict=True):
+            t = torch.where(upper > 0, nu / upper.clamp(min=1e-300), 0.0).clamp(0.0, 1.0)
+            entropy = torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t)
+            val = val + (nu * aff).sum(-1) - (upper * entropy).sum(-1)
+        return val
+
+    def _jacobians(self, st: BackboneState) -> list[torch.Tensor]:
+        """``d a_l / dx`` ``(n, m_l, d)`` per layer, forward through the gates ``sigmoid(a)``."""
+        n = st.a[0].shape[0]
+        out, prev = [], None
+        for l in range(len(self.hidden)):
+            W = self.W_eff(l)
+            Jl = W.expand(n, -1, -1) if W is not None else st.a[l].new_zeros(n, self.hidden[l], self.in_dim)
+            if prev is not None:
+                gate = torch.sigmoid(st.a[l - 1])
+                zs = self._zscale(l)
+                if zs is not None:
+                    gate = gate * zs
+                Jl = Jl + torch.matmul(self.U_eff(l), gate[:, :, None] * prev)
+            out.append(Jl)
+            prev = Jl
+        return out
+
+    def _curvature_weights(self, st: BackboneState) -> list[torch.Tensor]:
+        """``upper_t softplus''(a_t) >= 0`` per layer."""
+        return [u * torch.sigmoid(a) * torch.sigmoid(-a) for a, u in zip(st.a, st.upper, strict=True)]
+
+    def face_curvature(self, st: BackboneState, pattern) -> torch.Tensor:
+        """``Q`` ``(n, M, d)``: rows ``sqrt(upper_t softplus''(a_t)) grad a_t``."""
+        parts = [
+            w.sqrt()[:, :, None] * J for w, J in zip(self._curvature_weights(st), self._jacobians(st), strict=True)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def hessian(self, st: BackboneState, out: torch.Tensor | None = None) -> torch.Tensor:
+        Q = self.face_curvature(st, None)
+        H = Q.transpose(1, 2) @ Q
+        return H if out is None else out.add_(H)
+
+    def hvp(self, st: BackboneState, w: torch.Tensor) -> torch.Tensor:
+        gates = [torch.sigmoid(a) for a in st.a]
+        da = self._forward_directional(gates, w)
+        seeds = [k * d for k, d in zip(self._curvature_weights(st), da, strict=True)]
+        return self._backprop(gates, seeds, None)[2]
+
+    def face_hvp(self, st: BackboneState, pattern, w) -> torch.Tensor:
+        return self.hvp(st, w)
+
+    def directional(self, st: BackboneState, delta: torch.Tensor, tol: float) -> torch.Tensor:
+        return torch.linalg.vecdot(self.slope(st), delta)
+
+    def optimal_dual_set(self, st: BackboneState, tol: float) -> DualSetLift:
+        """Smooth: the canonical multipliers are the unique optimal ones (a constant)."""
+        return DualSetLift([], to_numpy(self.slope(st)[0]))
+
+    def sample_optimal_duals(self, st: BackboneState, n: int, tol: float, generator: torch.Generator):
+        return [nu.expand(n, -1) for nu in st.nu]
+
+    def lift(self, x, data) -> BlockLift:
+        """``min c^T z_L + v^T x + b0`` s.t. ``z_l >= log(1 + exp(a_l(x, z_{l-1})))`` (exponential
+        cones). The dual ``w_l`` of a covering constraint is the adjoint ``upper_l``, so the
+        multipliers read back are ``nu_l = w_l * sigmoid(a_l)``."""
+        rhs_list: list = []
+
+        def cover_rhs(z, rhs):
+            rhs_list.append(rhs)
+            return z >= cp.logistic(rhs)
+
+        _, cover, objective = self._lift_cover(x, data, cover_rhs)
+
+        def read() -> list[np.ndarray]:
+            out = []
+            for con, rhs in zip(cover, rhs_list, strict=True):
+                w = np.asarray(con.dual_value, dtype=float).reshape(-1)
+                out.append(w / (1 + np.exp(-np.asarray(rhs.value, dtype=float).reshape(-1))))
+            return out
+
+        return BlockLift(objective, cover, read)
 
 
 def _gate(values: torch.Tensor, a: torch.Tensor, tol: float, in_place: bool = False) -> torch.Tensor:
@@ -300,11 +576,14 @@ def _gate(values: torch.Tensor, a: torch.Tensor, tol: float, in_place: bool = Fa
     return torch.ops.aten.threshold_backward(values, a, tol)
 
 
+BACKBONES = {"relu": ReLUBackbone, "softplus": SoftplusBackbone}
+
+
 def _initial_weights(
     in_dim: int,
     hidden: tuple[int, ...],
     passthrough: bool,
-    activation: str,
+    act,
     generator: torch.Generator | None,
 ) -> dict:
     """Random initial weights (float64, CPU), normalised so that deep random nets stay well scaled.
@@ -323,7 +602,6 @@ def _initial_weights(
     W = [randn(m, d, scale=d**-0.5) for m in hidden[: L if passthrough else 1]]
     U = [randn(m, m_prev).abs() for m_prev, m in zip(hidden[:-1], hidden[1:], strict=True)]
     b = [randn(m, scale=0.5) for m in hidden]
-    act = torch.relu if activation == "relu" else F.softplus
     xs = randn(512, d)
     z = act(xs @ W[0].T + b[0])
     for l in range(1, L):

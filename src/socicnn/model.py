@@ -1,4 +1,6 @@
-"""SOC-ICNN and ReLU-ICNN models: a backbone plus quadratic and norm blocks (MATH.md §1)."""
+"""Models as sums of convex blocks: the generic :class:`BlockModel`, :class:`SOCICNN`,
+:class:`ReLUICNN`, models with per-row data (:class:`BoundModel`) and contextual models
+(:class:`ContextualModel`, whose ``.at(context)`` is an ordinary model of ``x``)."""
 
 from __future__ import annotations
 
@@ -7,28 +9,214 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ._checks import as_input, check_choice
-from .backbone import ACTIVATIONS, Backbone
+from ._checks import as_input, check_choice, check_model_dtype
+from .backbone import ACTIVATIONS, BACKBONES, Backbone
 from .blocks import ConvexBlock
 from .norm import NormBlock
 from .quadratic import QuadraticBlock
 from .weights import SOCICNNWeights
 
-__all__ = ["SOCICNN", "ReLUICNN"]
+__all__ = ["BlockModel", "BoundModel", "ContextualModel", "ReLUICNN", "SOCICNN"]
 
 
 def _dims(name: str, dims: Sequence[int], allow_empty: bool) -> tuple[int, ...]:
+    if isinstance(dims, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of positive integers, got the string {dims!r}")
     try:
         out = tuple(int(k) for k in dims)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
+    if any(isinstance(k, bool) or int(k) != k for k in dims):
+        raise TypeError(f"{name} must hold integers, got {dims!r}")
     if (not out and not allow_empty) or any(k <= 0 for k in out):
         kind = "a" if allow_empty else "a non-empty"
         raise ValueError(f"{name} must be {kind} sequence of positive integers, got {dims!r}")
     return out
 
 
-class SOCICNN(nn.Module):
+class BlockModel(nn.Module):
+    """``f(x) = sum_b f_b(x)``: a convex model given by its blocks (any :class:`ConvexBlock`).
+
+    Lifting, readout, the optimal dual set and inference see a model only through
+    :meth:`blocks`, :attr:`in_dim`, :meth:`check_input` and :meth:`select`, so a model built from
+    new block kinds works with all of them.
+
+    Args:
+        in_dim: input dimension ``d``.
+        blocks: the blocks (each maps ``(N, d) -> (N,)``).
+    """
+
+    def __init__(self, in_dim: int, blocks: Sequence[ConvexBlock]) -> None:
+        super().__init__()
+        if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0:
+            raise ValueError(f"in_dim must be a positive integer, got {in_dim!r}")
+        blocks = list(blocks)
+        if not blocks or not all(isinstance(b, ConvexBlock) for b in blocks):
+            raise TypeError("blocks must be a non-empty sequence of socicnn.blocks.ConvexBlock")
+        self.in_dim = in_dim
+        self.block_list = nn.ModuleList(blocks)
+
+    def blocks(self) -> Iterator[ConvexBlock]:
+        """The blocks whose values sum to ``f``."""
+        yield from self.block_list
+
+    @property
+    def rows(self) -> int | None:
+        """Number of rows of per-row data (``None``: the model is one function of ``x``)."""
+        return None
+
+    def select(self, index: torch.Tensor) -> BlockModel:
+        """The model restricted to the rows ``index`` of its per-row data (itself when it has none)."""
+        return self
+
+    def bind(self, data: Sequence[dict[str, torch.Tensor]]) -> BoundModel:
+        """The model with per-block data (one dict per block, see :meth:`ConvexBlock.bind`)."""
+        return BoundModel(self, data)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters())
+
+    def check_input(self, x, name: str = "x") -> tuple[torch.Tensor, bool]:
+        """Validate ``x`` (``(N, d)`` or ``(d,)``); returns ``(x2d, was_vector)``."""
+        check_model_dtype(self.dtype)
+        x2, vector = as_input(name, x, self.in_dim, self.dtype, self.device)
+        rows = self.rows
+        if rows is not None and x2.shape[0] != rows:
+            raise ValueError(f"{name} has {x2.shape[0]} rows but the model carries per-row data for {rows}")
+        return x2, vector
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2, vector = self.check_input(x)
+        out = None
+        for block in self.blocks():
+            out = block(x2) if out is None else out + block(x2)
+        return out[0] if vector else out
+
+
+class BoundModel(BlockModel):
+    """A model whose blocks carry data (offsets, nonnegative scalings) shared or per row.
+
+    With per-row data of ``N`` rows it is the function ``x_i -> f(x_i; data_i)`` row by row, so
+    its inputs must have ``N`` rows; :meth:`select` restricts it to some rows. It shares the
+    weights of the model it was bound from.
+    """
+
+    def __init__(self, model: BlockModel, data: Sequence[dict[str, torch.Tensor]]) -> None:
+        blocks = list(model.blocks())
+        data = list(data)
+        if len(data) != len(blocks):
+            raise ValueError(f"expected one data dict per block ({len(blocks)}), got {len(data)}")
+        bound = [b.bind(dct) if dct else b for b, dct in zip(blocks, data, strict=True)]
+        nn.Module.__init__(self)
+        self.in_dim = model.in_dim
+        self._blocks = bound
+        self.base = model
+        rows = {b.rows for b in bound} - {None}
+        if len(rows) > 1:
+            raise ValueError(f"per-row data of the blocks disagree on the number of rows: {sorted(rows)}")
+        self._rows = rows.pop() if rows else None
+
+    def blocks(self) -> Iterator[ConvexBlock]:
+        yield from self._blocks
+
+    @property
+    def rows(self) -> int | None:
+        return self._rows
+
+    def select(self, index: torch.Tensor) -> BoundModel:
+        if self._rows is None:
+            return self
+        out = object.__new__(BoundModel)
+        nn.Module.__init__(out)
+        out.in_dim, out.base = self.in_dim, self.base
+        out._blocks = [b.select(index) for b in self._blocks]
+        rows = {b.rows for b in out._blocks} - {None}
+        out._rows = rows.pop() if rows else None
+        return out
+
+    def __getattr__(self, name: str):
+        # Structure (hidden, norm_dims, ...) is the base model's; a block (or list of blocks) of
+        # the base is returned as its bound counterpart, so model.backbone sees the data.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            pass
+        base = self._modules["base"]
+        value = getattr(base, name)
+        originals = list(base.blocks())
+
+        def bound(b):
+            for orig, new in zip(originals, self._blocks, strict=True):
+                if b is orig:
+                    return new
+            return b
+
+        if isinstance(value, ConvexBlock):
+            return bound(value)
+        if isinstance(value, list) and value and all(isinstance(v, ConvexBlock) for v in value):
+            return [bound(v) for v in value]
+        return value
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+
+class ContextualModel(nn.Module):
+    """A model of ``(x, context)`` convex in ``x`` for every context: a :class:`BlockModel` (the
+    ``base``) whose block data are functions of the context (:meth:`block_data`).
+
+    ``model(x, context)`` evaluates ``f(x_i, context_i)`` row by row and ``model.at(context)``
+    returns the ordinary model of ``x`` for one context ``(p,)`` (shared data) or for a batch
+    ``(N, p)`` (per-row data), which lifting, readout and inference accept unchanged.
+    Subclasses set ``self.base`` and ``self.context_dim`` and implement :meth:`block_data`.
+    """
+
+    base: BlockModel
+    context_dim: int
+
+    def block_data(self, context: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per-block data for contexts ``(N, p)``: one dict per block of ``base``, values ``(N, ...)``."""
+        raise NotImplementedError
+
+    @property
+    def in_dim(self) -> int:
+        return self.base.in_dim
+
+    def check_context(self, context, name: str = "context") -> tuple[torch.Tensor, bool]:
+        return as_input(name, context, self.context_dim, self.base.dtype, self.base.device)
+
+    def at(self, context) -> BoundModel:
+        """The model of ``x`` at ``context`` ``(p,)`` (one function) or ``(N, p)`` (row by row)."""
+        c2, vector = self.check_context(context)
+        data = self.block_data(c2)
+        if vector:
+            data = [{k: v[0] for k, v in dct.items()} for dct in data]
+        return self.base.bind(data)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x2, vector = self.base.check_input(x)
+        c2, cvec = self.check_context(context)
+        if vector != cvec or x2.shape[0] != c2.shape[0]:
+            raise ValueError(f"x and context must have the same rows, got {tuple(x2.shape)} and {tuple(c2.shape)}")
+        out = self.base.bind(self.block_data(c2))(x2)
+        return out[0] if vector else out
+
+
+class SOCICNN(BlockModel):
     """Second-order-cone input convex neural network ``f = f_R + sum_h f_Q,h + sum_g f_N,g``.
 
     Convex in ``x`` by construction, trained or not. Evaluating ``f`` needs no solver.
@@ -39,7 +227,8 @@ class SOCICNN(nn.Module):
         quad_dims: rank ``k_h`` of each quadratic block ``(alpha_h/2) ||B_h x + e_h||^2``.
         norm_dims: rows ``n_g`` of each norm block ``lam_g ||A_g x + d_g||``.
         passthrough: whether backbone layers ``l >= 2`` see ``x`` through ``W_l x``.
-        activation: backbone activation, ``"relu"`` (LP/SOCP-representable) or ``"softplus"``.
+        activation: backbone activation, ``"relu"`` (LP/SOCP-representable) or ``"softplus"``
+            (smooth; exponential-cone representable).
         dtype: parameter dtype (default: torch's default dtype).
         device: parameter device.
         seed: seed of a private generator for the initialisation (``None``: torch's global RNG).
@@ -60,12 +249,11 @@ class SOCICNN(nn.Module):
         device: torch.device | str | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__()
         if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0:
             raise ValueError(f"in_dim must be a positive integer, got {in_dim!r}")
         check_choice("activation", activation, ACTIVATIONS)
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        if dtype is not None:
+            check_model_dtype(dtype)
         hidden = _dims("hidden", hidden, allow_empty=False)
         quad_dims = _dims("quad_dims", quad_dims, allow_empty=True)
         norm_dims = _dims("norm_dims", norm_dims, allow_empty=True)
@@ -73,10 +261,22 @@ class SOCICNN(nn.Module):
         if seed is not None:
             gen = torch.Generator().manual_seed(int(seed))
         kw = {"generator": gen, "dtype": dtype, "device": device}
-        self.in_dim = in_dim
-        self.backbone = Backbone(in_dim, hidden, bool(passthrough), activation, **kw)
-        self.quad_blocks = nn.ModuleList([QuadraticBlock(in_dim, k, **kw) for k in quad_dims])
-        self.norm_blocks = nn.ModuleList([NormBlock(in_dim, n, **kw) for n in norm_dims])
+        backbone = BACKBONES[activation](in_dim, hidden, bool(passthrough), **kw)
+        quad = [QuadraticBlock(in_dim, k, **kw) for k in quad_dims]
+        norm = [NormBlock(in_dim, n, **kw) for n in norm_dims]
+        super().__init__(in_dim, [backbone, *quad, *norm])
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.block_list[0]
+
+    @property
+    def quad_blocks(self) -> list[QuadraticBlock]:
+        return [b for b in self.block_list if isinstance(b, QuadraticBlock)]
+
+    @property
+    def norm_blocks(self) -> list[NormBlock]:
+        return [b for b in self.block_list if isinstance(b, NormBlock)]
 
     # ----------------------------------------------------------------- structure
     @property
@@ -99,42 +299,12 @@ class SOCICNN(nn.Module):
     def norm_dims(self) -> tuple[int, ...]:
         return tuple(b.dim for b in self.norm_blocks)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.backbone.v.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.backbone.v.device
-
-    def blocks(self) -> Iterator[ConvexBlock]:
-        """The blocks whose values sum to ``f``: backbone, quadratic blocks, norm blocks."""
-        yield self.backbone
-        yield from self.quad_blocks
-        yield from self.norm_blocks
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars."""
-        return sum(p.numel() for p in self.parameters())
-
     def extra_repr(self) -> str:
         return (
             f"in_dim={self.in_dim}, hidden={self.hidden}, quad_dims={self.quad_dims}, "
             f"norm_dims={self.norm_dims}, passthrough={self.passthrough}, "
             f"activation={self.activation!r}"
         )
-
-    # ----------------------------------------------------------------- evaluation
-    def check_input(self, x, name: str = "x") -> tuple[torch.Tensor, bool]:
-        """Validate ``x`` (``(N, d)`` or ``(d,)``); returns ``(x2d, was_vector)``."""
-        return as_input(name, x, self.in_dim, self.dtype, self.device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2, vector = self.check_input(x)
-        out = self.backbone(x2)
-        for block in (*self.quad_blocks, *self.norm_blocks):
-            out = out + block(x2)
-        return out[0] if vector else out
 
     # ----------------------------------------------------------------- weights
     @torch.no_grad()
@@ -217,6 +387,4 @@ class ReLUICNN(SOCICNN):
     ) -> None:
         if tuple(quad_dims) or tuple(norm_dims):
             raise ValueError("ReLUICNN has no quadratic or norm blocks; use SOCICNN")
-        super().__init__(
-            in_dim, hidden, (), (), passthrough, activation, dtype=dtype, device=device, seed=seed
-        )
+        super().__init__(in_dim, hidden, (), (), passthrough, activation, dtype=dtype, device=device, seed=seed)

@@ -1,9 +1,12 @@
-"""Norm (conic) blocks ``f_N(x) = lam ||A x + d||_2`` with ``lam >= 0`` (MATH.md §1-3).
+"""Norm (conic) blocks ``f_N(x) = lam ||A x + d||_2`` with ``lam >= 0``.
 
 Lifting: an epigraph variable ``t`` with ``||u|| <= t`` (a second-order cone), objective
 ``lam * t``, where ``u = A x + d``. Multiplier: ``r = lam u / ||u||`` when ``u != 0``; any
 ``||r|| <= lam`` is optimal at ``u = 0``, where the canonical selector takes ``r = 0``.
 Slope ``A^T r``; local Hessian ``(lam / ||u||) A^T (I - u_hat u_hat^T) A`` where ``u != 0``.
+Its kink is ``u = 0`` (all ``n`` coordinates of ``u`` at once), where the multiplier may be any
+``||r|| <= lam``; inference steps onto that face by the linear constraints ``u + A dx = 0``.
+Per-row data: the offset ``d`` and the scaling ``lam >= 0``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, to_numpy
 
 
 @dataclass
@@ -43,7 +46,8 @@ class NormBlock(ConvexBlock):
         generator, dtype, device: initialisation and placement.
     """
 
-    kind = "r"
+    multiplier_name = "r"
+    nonnegative_data = ("lam",)
 
     def __init__(
         self,
@@ -62,15 +66,19 @@ class NormBlock(ConvexBlock):
         self.d = nn.Parameter((0.1 * g[dim * in_dim :]).to(**kw))
         self.lam_raw = nn.Parameter(torch.ones((), **kw))
 
+    def default_data(self) -> dict[str, torch.Tensor]:
+        return {"d": self.d, "lam": self.lam_raw.abs()}
+
     @property
     def lam(self) -> torch.Tensor:
-        return self.lam_raw.abs()
+        """``lam >= 0``: shared ``()``, or ``(N,)`` when bound per row."""
+        return self.data("lam")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lam * _row_norms(affine_image(x, self.A, self.d))
+        return self.lam * _row_norms(affine_image(x, self.A, self.data("d")))
 
     def state(self, x: torch.Tensor, tol: float = 0.0) -> NormState:
-        u = affine_image(x, self.A, self.d)
+        u = affine_image(x, self.A, self.data("d"))
         norm = _row_norms(u)
         smooth = norm > tol
         # Guarded division: at ties u_hat = 0, so r = 0 (the canonical selector).
@@ -90,7 +98,9 @@ class NormBlock(ConvexBlock):
         if float(st.smooth[0]) > 0:
             return DualSetLift([], A.T @ to_numpy(st.r[0]))
         r = cp.Variable(self.dim)
-        return DualSetLift([cp.SOC(cp.Constant(float(to_numpy(self.lam))), r)], A.T @ r)
+        lam = self.lam
+        lam = float(to_numpy(lam if lam.ndim == 0 else lam[0]))
+        return DualSetLift([cp.SOC(cp.Constant(lam), r)], A.T @ r)
 
     def sample_optimal_duals(self, st: NormState, n: int, tol: float, generator: torch.Generator) -> torch.Tensor:
         """At a tie, ``r = lam * rho * s`` with ``s`` uniform on the sphere and ``rho``
@@ -101,7 +111,8 @@ class NormBlock(ConvexBlock):
         s = s / torch.linalg.vector_norm(s, dim=1, keepdim=True)
         rho = torch.rand(n, 1, generator=generator, dtype=torch.float64) ** (1.0 / self.dim)
         rho = torch.where(torch.rand(n, 1, generator=generator, dtype=torch.float64) < 0.5, 1.0, rho)
-        return (rho * s).to(st.r.dtype).to(st.r.device) * self.lam
+        lam = self.lam if self.lam.ndim == 0 else self.lam[0]
+        return (rho * s).to(st.r.dtype).to(st.r.device) * lam
 
     def _curvature(self, st: NormState) -> torch.Tensor:
         """``lam / ||u||`` where smooth, 0 at ties, ``(N,)``."""
@@ -133,25 +144,91 @@ class NormBlock(ConvexBlock):
         return st.norm
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vecdot(mult, affine_image(x, self.A, self.d))
+        return torch.linalg.vecdot(mult, affine_image(x, self.A, self.data("d")))
 
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         return torch.relu(torch.linalg.vector_norm(mult, dim=-1) - self.lam)
 
-    def numpy_weights(self) -> dict:
-        return {"lam": float(to_numpy(self.lam)), "A": to_numpy(self.A), "d": to_numpy(self.d)}
+    # ----------------------------------------------------------------- kinks
+    def kinks(self, st: NormState) -> torch.Tensor:
+        return st.u
 
-    def lift(self, x) -> BlockLift:
+    def tied(self, st: NormState, tol: float) -> torch.Tensor:
+        return (st.norm <= tol)[:, None].expand_as(st.u)
+
+    def face_pattern(self, st: NormState, tied: torch.Tensor) -> torch.Tensor:
+        """1 on the face ``u = 0`` (every coordinate of a tied block), 0 off it."""
+        return tied.to(st.u.dtype)
+
+    def face_duals(self, st: NormState, pattern, seeds, clip=None) -> FaceDuals:
+        """Off the face ``r = lam u / ||u||``; on it ``r`` is the seed (projected onto the ball
+        ``||r|| <= lam`` where ``clip``), whose excess norm is the violation."""
+        on = pattern[:, 0] > 0 if pattern.shape[1] else st.norm.new_zeros(0, dtype=torch.bool)
+        lam = self.lam.expand_as(st.norm)
+        seed_norm = torch.linalg.vector_norm(seeds, dim=-1)
+        r = seeds
+        if clip is not None:
+            shrink = torch.where(clip[:, 0] & (seed_norm > lam), lam / seed_norm.clamp(min=1e-300), 1.0)
+            r = seeds * shrink[:, None]
+        r = torch.where(on[:, None], r, st.r)
+        excess = torch.where(on, (seed_norm - lam).clamp(min=0.0) / (1 + lam), 0.0)
+        return FaceDuals(
+            slope=self.dual_slope(r),
+            mult=r,
+            violation=excess[:, None].expand_as(st.u),
+            to_active=torch.zeros_like(st.u, dtype=torch.bool),
+        )
+
+    def face_jvp(self, st: NormState, pattern, dx) -> torch.Tensor:
+        return affine_image(dx, self.A)
+
+    def face_rows(self, st: NormState, pattern, index) -> torch.Tensor:
+        return self.A[index]
+
+    def face_curvature(self, st: NormState, pattern) -> torch.Tensor:
+        """``sqrt(lam / ||u||) (I - u_hat u_hat^T) A`` off the face, 0 on it (and at ties)."""
+        off = (pattern[:, 0] <= 0) if pattern.shape[1] else torch.ones_like(st.norm, dtype=torch.bool)
+        weight = torch.where(off, self._curvature(st), 0.0).sqrt()
+        u_hat = st.u_hat
+        proj = self.A - u_hat[:, :, None] * (u_hat @ self.A)[:, None, :]
+        return weight[:, None, None] * proj
+
+    def face_hvp(self, st: NormState, pattern, w) -> torch.Tensor:
+        off = (pattern[:, 0] <= 0) if pattern.shape[1] else torch.ones_like(st.norm, dtype=torch.bool)
+        return self.hvp(st, w) * off[:, None]
+
+    def face_crossing(self, st: NormState, pattern, dk):
+        """A step crosses the kink when it carries ``u`` past the origin along ``u_hat``
+        (``u^T (u + du) <= 0``), at the fraction ``||u||^2 / (-u^T du)``."""
+        along = torch.linalg.vecdot(st.u, dk)
+        sq = st.norm.square()
+        on = pattern[:, 0] > 0 if pattern.shape[1] else torch.zeros_like(sq, dtype=torch.bool)
+        cross = on | (sq + along <= 0)
+        frac = torch.where(on, 0.0, torch.where(along < 0, sq / (-along).clamp(min=1e-300), 1.0)).clamp(max=1.0)
+        return cross[:, None].expand_as(st.u), frac[:, None].expand_as(st.u)
+
+    def release_group(self, local: torch.Tensor) -> torch.Tensor:
+        return torch.ones(local.shape[0], self.dim, dtype=torch.bool, device=local.device)
+
+    def gap_slack(self, st: NormState, mult: torch.Tensor) -> torch.Tensor:
+        """``lam ||u|| - r^T u >= 0`` for ``||r|| <= lam``."""
+        return self.lam * st.norm - torch.linalg.vecdot(mult, st.u)
+
+    # ----------------------------------------------------------------- lifting
+    def numpy_weights(self) -> dict:
+        return {"A": to_numpy(self.A)}
+
+    def lift(self, x, data) -> BlockLift:
         """``min lam t`` s.t. ``u = A x + d``, ``||u|| <= t``. The dual of ``u = A x + d`` is ``r``."""
-        w = self.numpy_weights()
+        A = self.numpy_weights()["A"]
         u = cp.Variable(self.dim)
         t = cp.Variable()
-        link = u == w["A"] @ x + w["d"]
+        link = u == A @ x + data["d"]
 
         def read() -> np.ndarray:
             return -np.asarray(link.dual_value, dtype=float).reshape(-1)
 
-        return BlockLift(w["lam"] * t, [link, cp.SOC(t, u)], read)
+        return BlockLift(data["lam"] * t, [link, cp.SOC(t, u)], read)
 
 
 def _row_norms(u: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,16 @@
-"""Dual readout: gradients, Hessians, HVPs and directional derivatives from multipliers (MATH.md §3).
-
-Everything is batched over ``x`` of shape ``(N, d)`` and computed in closed form from the
-canonical multipliers (``relu'(0) = 0``; ``r = 0`` where ``u = 0``), block by block: each block
-of the model says what its multiplier contributes, and this module adds them up. ``tol``
-decides what counts as a tie: ``|a_{l,i}| <= tol`` or ``||u_g|| <= tol``.
-"""
-
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
 import torch
 
 from ._checks import check_tol
 from .blocks import affine_image
-from .lifting import split_multipliers
 from .subdifferential import min_norm_subgradient
 
 __all__ = [
     "Readout",
+    "default_tie_tol",
     "directional_derivative",
     "dual_objective",
     "dual_residual",
@@ -32,52 +22,60 @@ __all__ = [
 ]
 
 
-@dataclass
+DENSE_HESSIAN_LIMIT = 2**28  # numbers in an (N, d, d) Hessian batch: 2 GiB in float64
+
+
+@dataclass(frozen=True)
 class Readout:
-    """Canonical multipliers and what they give at a batch of ``N`` points.
+    """Canonical multipliers and what they give at a batch of ``N`` points: a snapshot, taken
+    when :func:`readout` ran (later changes to ``x`` or to the model's weights do not touch it).
 
     Attributes:
-        value: ``(N,)`` the model's value ``f(x)`` (computed on first access).
-        grad: ``(N, d)`` the readout gradient ``G(nu, p, r)``, a subgradient everywhere.
-        nu: backbone multipliers, one ``(N, m_l)`` tensor per layer.
-        p: quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block.
-        r: norm-block multipliers, one ``(N, n_g)`` tensor per block.
-        margins: ``(N,)`` distance to degeneracy, ``min(min_{l,i} |a_{l,i}|, min_g ||u_g||)``
-            (computed on first access).
-        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``;
-            computed on first access).
-
-    The lazy attributes are computed on first access, so a caller that only wants slopes does
-    not pay for them.
+        value: ``(N,)`` the model's value ``f(x)``.
+        grad: ``(N, d)`` the readout gradient ``G``, a subgradient everywhere.
+        multipliers: one entry per block of ``model.blocks()``: that block's multipliers.
+        names: the blocks' multiplier names (``"nu"``, ``"p"``, ``"r"``, ...), aligned with them.
+        margins: ``(N,)`` distance to degeneracy: the smallest of the blocks' margins
+            (``min |a_{l,i}|`` and ``min_g ||u_g||``; ``inf`` when no block has kinks).
+        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``).
     """
 
+    value: torch.Tensor
     grad: torch.Tensor
-    nu: list[torch.Tensor]
-    p: list[torch.Tensor]
-    r: list[torch.Tensor]
-    _value: Callable[[], torch.Tensor] = field(repr=False)
-    _dual_value: Callable[[], torch.Tensor] = field(repr=False)
-    _margins: Callable[[], torch.Tensor] = field(repr=False)
+    multipliers: tuple
+    names: tuple[str, ...]
+    margins: torch.Tensor
+    dual_value: torch.Tensor
 
-    @cached_property
-    def value(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._value()
+    def by_name(self, name: str) -> list:
+        """The multipliers of every block whose multiplier is called ``name``, in block order."""
+        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
 
-    @cached_property
-    def margins(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._margins()
+    @property
+    def nu(self) -> list[torch.Tensor]:
+        """Backbone multipliers, one ``(N, m_l)`` tensor per layer (empty without a backbone)."""
+        found = self.by_name("nu")
+        return list(found[0]) if found else []
 
-    @cached_property
-    def dual_value(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._dual_value()
+    @property
+    def p(self) -> list[torch.Tensor]:
+        """Quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block."""
+        return self.by_name("p")
+
+    @property
+    def r(self) -> list[torch.Tensor]:
+        """Norm-block multipliers, one ``(N, n_g)`` tensor per block."""
+        return self.by_name("r")
+
+
+def check_model(model) -> None:
+    """Raise ``TypeError`` unless ``model`` is a socicnn model (anything exposing blocks)."""
+    if not (hasattr(model, "blocks") and hasattr(model, "check_input") and hasattr(model, "in_dim")):
+        raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
 
 
 def _check(model, x, tol: float) -> tuple[torch.Tensor, float]:
-    if not hasattr(model, "blocks"):
-        raise TypeError(f"expected a socicnn model, got {type(model).__name__}")
+    check_model(model)
     tol = check_tol(tol)
     x2, vector = model.check_input(x)
     if vector:
@@ -116,23 +114,26 @@ def _rows_like(model, x2: torch.Tensor, v, name: str) -> torch.Tensor:
 
 @torch.no_grad()
 def readout(model, x: torch.Tensor, tol: float = 0.0) -> Readout:
-    """Canonical multipliers, readout gradient, margins and dual value at ``x`` ``(N, d)``."""
+    """Canonical multipliers, readout gradient, value, margins and dual value at ``x`` ``(N, d)``
+    (a snapshot; see :class:`Readout`)."""
     x2, states = _states(model, x, tol)
-    blocks = [block for block, _ in states]
-    mults = [block.multipliers(st) for block, st in states]
-    nu, p, r = split_multipliers(model, mults)
-    slopes = [block.slope(st) for block, st in states]
-    grad = slopes[0]
-    for slope in slopes[1:]:
-        grad = grad + slope
+    mults = tuple(block.multipliers(st) for block, st in states)
+    grad = None
+    value = None
+    dual = None
+    for (block, st), m in zip(states, mults, strict=True):
+        slope = block.slope(st)
+        grad = slope if grad is None else grad + slope
+        part, dpart = block(x2), block.dual_value(x2, m)
+        value = part if value is None else value + part
+        dual = dpart if dual is None else dual + dpart
     return Readout(
+        value=value,
         grad=grad,
-        nu=nu,
-        p=p,
-        r=r,
-        _value=lambda: sum(block(x2) for block in blocks),
-        _dual_value=lambda: sum(block.dual_value(x2, m) for block, m in zip(blocks, mults, strict=True)),
-        _margins=lambda: _margins(x2, states),
+        multipliers=mults,
+        names=tuple(block.multiplier_name for block, _ in states),
+        margins=_margins(x2, states),
+        dual_value=dual,
     )
 
 
@@ -149,8 +150,15 @@ def hessian(model, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     Exact at nondegenerate points (the backbone is locally affine); at ties the canonical
     selector is used (tied norm blocks contribute 0).
     """
-    x2, states, F = _curvature(model, x, tol)
+    check_model(model)
     d = model.in_dim
+    n = x.shape[0] if isinstance(x, torch.Tensor) and x.ndim == 2 else 1
+    if n * d * d > DENSE_HESSIAN_LIMIT:
+        raise ValueError(
+            f"the dense Hessian of {n} points of dimension {d} would hold {n * d * d:,} numbers "
+            f"(limit {DENSE_HESSIAN_LIMIT:,}); use socicnn.readout.hvp (matrix-free) instead"
+        )
+    x2, states, F = _curvature(model, x, tol)
     H = (F.T @ F if F is not None else x2.new_zeros(d, d)).expand(x2.shape[0], d, d).contiguous()
     for block, st in states:
         block.hessian(st, out=H)
@@ -179,51 +187,108 @@ def hvp(model, x: torch.Tensor, v: torch.Tensor, tol: float = 0.0) -> torch.Tens
     return out
 
 
+def default_tie_tol(model, x: torch.Tensor) -> float:
+    """The default tie tolerance at ``x`` ``(N, d)``: ``1e3 eps max(1, max|x|, max|kink|)``.
+
+    A kink coordinate (a pre-activation ``a_{l,i}``, a norm block's ``u_g``) that should be 0 is
+    computed with a rounding error of a few ``eps`` times the size of the terms summed into it;
+    this default treats everything within a thousand times that (about ``2e-13`` times the
+    scale in float64, ``1e-4`` in float32) as a tie. The margins of :func:`readout` show how far
+    the points are from their kinks.
+    """
+    x2, _ = _check(model, x, 0.0)
+    scale = 1.0
+    if x2.numel():
+        scale = max(scale, float(x2.abs().max()))
+        with torch.no_grad():
+            for block in model.blocks():
+                k = block.kinks(block.state(x2))
+                if k.numel():
+                    scale = max(scale, float(k.abs().max()))
+    return 1e3 * torch.finfo(x2.dtype).eps * scale
+
+
 @torch.no_grad()
-def directional_derivative(
-    model, x: torch.Tensor, delta: torch.Tensor, tol: float = 0.0
-) -> torch.Tensor:
+def directional_derivative(model, x: torch.Tensor, delta: torch.Tensor, tol: float | None = None) -> torch.Tensor:
     """Exact one-sided directional derivative ``f'(x; delta)`` ``(N,)`` at ties of any depth.
 
-    Computed by a forward pass of directional derivatives (MATH.md §3): tied units
-    (``|a| <= tol``) pass ``max(delta_a, 0)``, tied norm blocks (``||u|| <= tol``) give
-    ``lam ||A delta||``.
+    Computed by a forward pass of directional derivatives: tied units (``|a| <= tol``) pass
+    ``max(delta_a, 0)``, tied norm blocks (``||u|| <= tol``) give ``lam ||A delta||``. The
+    default ``tol`` is :func:`default_tie_tol` (ties off by rounding count as ties); ``tol=0``
+    trusts the computed kink coordinates exactly.
     """
+    if tol is None:
+        tol = default_tie_tol(model, x)
     x2, states = _states(model, x, tol)
     d2 = _rows_like(model, x2, delta, "delta")
     return sum(block.directional(st, d2, tol) for block, st in states)
 
 
-def _per_block(model, nu, p, r) -> list:
-    quad, norm = iter(p), iter(r)
-    out = []
-    for block in model.blocks():
-        out.append(nu if block.kind == "nu" else next(quad if block.kind == "p" else norm))
-    return out
+def _per_block(model, mults: tuple) -> list:
+    """Per-block multipliers from either one sequence (one entry per block) or ``(nu, p, r)``."""
+    check_model(model)
+    blocks = list(model.blocks())
+    if len(mults) == 1:
+        per_block = list(mults[0])
+    elif len(mults) == 3:
+        named = {"nu": iter([mults[0]]), "p": iter(mults[1]), "r": iter(mults[2])}
+        try:
+            per_block = [next(named[b.multiplier_name]) for b in blocks]
+        except (KeyError, StopIteration):
+            raise ValueError(
+                "(nu, p, r) do not match the model's blocks "
+                f"{[b.multiplier_name for b in blocks]}; pass one multiplier per block instead"
+            ) from None
+    else:
+        raise TypeError("pass the multipliers as one per-block sequence or as (nu, p, r)")
+    if len(per_block) != len(blocks):
+        raise ValueError(f"expected multipliers for {len(blocks)} blocks, got {len(per_block)}")
+    kw = {"dtype": model.dtype, "device": model.device}
+
+    def tensor(m):
+        if isinstance(m, (list, tuple)):
+            return [tensor(t) for t in m]
+        if isinstance(m, torch.Tensor):
+            if not m.is_floating_point():
+                raise TypeError(f"multipliers must be floating-point tensors, got {m.dtype}")
+            return m.to(**kw)
+        try:
+            return torch.as_tensor(m, **kw)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"multipliers must be tensors or arrays, got {type(m).__name__}") from exc
+
+    return [tensor(m) for m in per_block]
+
+
+def _blockwise(model, mults, fn):
+    try:
+        return [fn(b, m) for b, m in zip(model.blocks(), mults, strict=True)]
+    except (RuntimeError, IndexError) as exc:
+        raise ValueError(f"the multipliers do not have the shapes of the model's blocks: {exc}") from exc
 
 
 @torch.no_grad()
-def supporting_slope(model, nu, p, r) -> torch.Tensor:
-    """The slope ``G(nu, p, r) = v + sum W_l^T nu_l + sum B_h^T p_h + sum A_g^T r_g`` ``(N, d)``
-    of batched multipliers (e.g. a conic solver's duals): a subgradient when they are optimal."""
-    mults = _per_block(model, nu, p, r)
-    return sum(b.dual_slope(m) for b, m in zip(model.blocks(), mults, strict=True))
+def supporting_slope(model, *multipliers) -> torch.Tensor:
+    """The slope ``G = v + sum W_l^T nu_l + sum B_h^T p_h + sum A_g^T r_g`` ``(N, d)`` of batched
+    multipliers (e.g. a conic solver's duals), given per block or as ``(nu, p, r)``: a
+    subgradient when they are optimal."""
+    mults = _per_block(model, multipliers)
+    return sum(_blockwise(model, mults, lambda b, m: b.dual_slope(m)))
 
 
 @torch.no_grad()
-def dual_objective(model, x: torch.Tensor, nu, p, r) -> torch.Tensor:
-    """The dual objective of MATH.md §2 at batched multipliers ``(nu, p, r)``: ``(N,)``.
-
-    For dual-feasible multipliers it is a lower bound on ``f(x)``, with equality at optimal ones.
-    """
+def dual_objective(model, x: torch.Tensor, *multipliers) -> torch.Tensor:
+    """The dual objective of the lifted program at batched multipliers (per block or
+    ``(nu, p, r)``): ``(N,)``. For dual-feasible multipliers it is a lower bound on ``f(x)``, with
+    equality at optimal ones."""
+    check_model(model)
     x2, _ = model.check_input(x)
-    mults = _per_block(model, nu, p, r)
-    return sum(b.dual_value(x2, m) for b, m in zip(model.blocks(), mults, strict=True))
+    mults = _per_block(model, multipliers)
+    return sum(_blockwise(model, mults, lambda b, m: b.dual_value(x2, m)))
 
 
 @torch.no_grad()
-def dual_residual(model, nu, p, r) -> torch.Tensor:
-    """Largest violation ``(N,)`` of the dual feasibility constraints by ``(nu, p, r)``."""
-    mults = _per_block(model, nu, p, r)
-    parts = [b.dual_residual(m) for b, m in zip(model.blocks(), mults, strict=True)]
-    return torch.stack(parts, 0).amax(0)
+def dual_residual(model, *multipliers) -> torch.Tensor:
+    """Largest violation ``(N,)`` of the dual feasibility constraints by the multipliers."""
+    mults = _per_block(model, multipliers)
+    return torch.stack(_blockwise(model, mults, lambda b, m: b.dual_residual(m)), 0).amax(0)

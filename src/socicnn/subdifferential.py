@@ -1,4 +1,4 @@
-"""The optimal dual set ``D*(x)`` at one point and the subdifferential ``∂f(x) = G(D*(x))`` (MATH.md §3).
+"""The optimal dual set ``D*(x)`` at one point and the subdifferential ``∂f(x) = G(D*(x))``.
 
 At a degenerate point (a ReLU unit with ``|a| <= tol`` or a norm block with ``||u|| <= tol``)
 the optimal multipliers form a set: tied units take any ``nu`` in ``[0, upper]`` with
@@ -19,7 +19,7 @@ import torch
 
 from ._checks import check_tol
 from .blocks import to_numpy
-from .lifting import LiftingError, split_multipliers
+from .lifting import LiftingError
 from .solvers import resolve_solver
 
 __all__ = [
@@ -35,16 +35,31 @@ class DualSample:
     """``n`` random optimal multipliers and their supporting slopes.
 
     Attributes:
-        nu: backbone multipliers, one ``(n, m_l)`` tensor per layer.
-        p: quadratic-block multipliers, one ``(n, k_h)`` tensor per block.
-        r: norm-block multipliers, one ``(n, n_g)`` tensor per block.
-        slopes: ``(n, d)`` the subgradients ``G(nu, p, r)``.
+        multipliers: one entry per block (aligned with ``model.blocks()``), batched over ``n``;
+            ``names`` the blocks' multiplier names. Views: ``nu`` (backbone, one ``(n, m_l)``
+            tensor per layer), ``p`` (quadratic blocks), ``r`` (norm blocks).
+        slopes: ``(n, d)`` the subgradients ``G``.
     """
 
-    nu: list[torch.Tensor]
-    p: list[torch.Tensor]
-    r: list[torch.Tensor]
+    multipliers: list
+    names: tuple[str, ...]
     slopes: torch.Tensor
+
+    def by_name(self, name: str) -> list:
+        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
+
+    @property
+    def nu(self) -> list[torch.Tensor]:
+        found = self.by_name("nu")
+        return list(found[0]) if found else []
+
+    @property
+    def p(self) -> list[torch.Tensor]:
+        return self.by_name("p")
+
+    @property
+    def r(self) -> list[torch.Tensor]:
+        return self.by_name("r")
 
 
 class OptimalDualSet:
@@ -53,7 +68,8 @@ class OptimalDualSet:
     Args:
         model: an SOC-ICNN / ReLU-ICNN with a ReLU backbone.
         x0: the point, shape ``(d,)``.
-        tol: a unit with ``|a| <= tol`` (a norm block with ``||u|| <= tol``) counts as tied.
+        tol: a unit with ``|a| <= tol`` (a norm block with ``||u|| <= tol``) counts as tied
+            (default :func:`socicnn.readout.default_tie_tol`: ties off by rounding count).
         solver: conic solver for the programs (``"auto"``: MOSEK if licensed, else Clarabel).
 
     Attributes:
@@ -62,12 +78,17 @@ class OptimalDualSet:
         singleton: whether ``D*(x0)`` is a single point (no ties), so ``∂f(x0)`` is ``{grad}``.
     """
 
-    def __init__(self, model, x0, tol: float = 0.0, solver: str = "auto") -> None:
+    def __init__(self, model, x0, tol: float | None = None, solver: str = "auto") -> None:
         if not hasattr(model, "blocks"):
-            raise TypeError(f"expected a socicnn model, got {type(model).__name__}")
+            raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
+
         x2, vector = model.check_input(x0, "x0")
         if not vector:
             raise ValueError(f"x0 must be one point of shape ({model.in_dim},), got {tuple(x2.shape)}")
+        if tol is None:
+            from .readout import default_tie_tol
+
+            tol = default_tie_tol(model, x2)
         self.model, self.tol, self.solver = model, check_tol(tol), resolve_solver(solver)
         self.x0 = x2[0]
         with torch.no_grad():
@@ -95,8 +116,8 @@ class OptimalDualSet:
         gen = torch.Generator().manual_seed(int(seed))
         mults = [block.sample_optimal_duals(st, n, self.tol, gen) for block, st in self._states]
         slopes = sum(block.dual_slope(m) for (block, _), m in zip(self._states, mults, strict=True))
-        nu, p, r = split_multipliers(self.model, mults)
-        return DualSample(nu=nu, p=p, r=r, slopes=slopes)
+        names = tuple(block.multiplier_name for block, _ in self._states)
+        return DualSample(multipliers=mults, names=names, slopes=slopes)
 
     # ------------------------------------------------------------------ conic programs
     def _solve(self, problem: cp.Problem) -> None:
@@ -166,13 +187,14 @@ class OptimalDualSet:
         _, points, vector = self._support(delta)
         return points[0] if vector else points
 
-def min_norm_subgradient(model, x0, tol: float = 0.0, solver: str = "auto") -> torch.Tensor:
+def min_norm_subgradient(model, x0, tol: float | None = None, solver: str = "auto") -> torch.Tensor:
     """Minimum-norm subgradient ``(d,)`` of ``model`` at ``x0`` ``(d,)`` (a conic program over
-    ``D*(x0)``; ties are ``|a| <= tol``, ``||u|| <= tol``). See :class:`OptimalDualSet`."""
+    ``D*(x0)``; ties are ``|a| <= tol``, ``||u|| <= tol``, by default
+    :func:`socicnn.readout.default_tie_tol`). See :class:`OptimalDualSet`."""
     return OptimalDualSet(model, x0, tol, solver).min_norm_subgradient()
 
 
-def max_directional_derivative(model, x0, delta, tol: float = 0.0, solver: str = "auto") -> torch.Tensor:
+def max_directional_derivative(model, x0, delta, tol: float | None = None, solver: str = "auto") -> torch.Tensor:
     """``f'(x0; delta) = max_{xi in D*(x0)} G(xi)^T delta`` as conic programs: ``(N,)`` for
     ``delta`` ``(N, d)``. The forward form is :func:`socicnn.readout.directional_derivative`."""
     return OptimalDualSet(model, x0, tol, solver).max_directional_derivative(delta)

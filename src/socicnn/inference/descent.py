@@ -46,28 +46,31 @@ class ReadoutOracle:
     def __init__(self, model, beta: float) -> None:
         self.model, self.beta = model, beta
 
-    def grad(self, x, y):
-        return ro.readout(self.model, x).grad + self.beta * (x - y)
+    def grad(self, x, y, idx):
+        return ro.readout(self.model.select(idx), x).grad + self.beta * (x - y)
 
-    def hessian(self, x, y):
+    def hessian(self, x, y, idx):
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-        return ro.hessian(self.model, x) + self.beta * eye
+        return ro.hessian(self.model.select(idx), x) + self.beta * eye
 
 
 class AutogradOracle:
     """Gradient and Hessian of ``F_y`` by ``torch.func`` (``vmap`` of ``grad`` / ``hessian``)."""
 
     def __init__(self, model, beta: float) -> None:
+        if model.rows is not None:
+            raise ValueError("the autograd baselines need a model without per-row data; use method='newton' or 'gd'")
+
         def single(x, y):
             return model(x) + 0.5 * beta * ((x - y) ** 2).sum()
 
         self._grad = torch.func.vmap(torch.func.grad(single))
         self._hess = torch.func.vmap(torch.func.hessian(single))
 
-    def grad(self, x, y):
+    def grad(self, x, y, idx):
         return self._grad(x, y).detach()
 
-    def hessian(self, x, y):
+    def hessian(self, x, y, idx):
         return self._hess(x, y).detach()
 
 
@@ -99,7 +102,7 @@ class _Batch:
         self.history = [self.F.clone()]
 
     def F_at(self, x, idx):
-        return objective(self.model, x, self.y[idx], self.beta)
+        return objective(self.model.select(idx), x, self.y[idx], self.beta)
 
     def check(self, oracle, gtol, stationarity):
         """Evaluate the running queries' gradients and stop those whose stationarity measure
@@ -109,7 +112,7 @@ class _Batch:
         if idx.numel() == 0:
             return None
         x, ya, F = self.x[idx], self.y[idx], self.F[idx]
-        g = oracle.grad(x, ya)
+        g = oracle.grad(x, ya, idx)
         gn = torch.linalg.vector_norm(stationarity(x, g), dim=-1)
         self.grad_norm[idx] = gn
         done = gn <= gtol
@@ -189,7 +192,7 @@ def damped_newton(model, y, beta, oracle, *, max_iter: int, gtol: float) -> Loop
             break
         idx, x, ya, F, g = active
         st.iterations[idx] += 1
-        d = -torch.linalg.solve(oracle.hessian(x, ya), g)
+        d = -torch.linalg.solve(oracle.hessian(x, ya, idx), g)
         slope = (g * d).sum(-1)
         x_new, F_new, moved = _armijo(st, idx, x, F, d, slope)
         st.x[idx], st.F[idx] = x_new, F_new

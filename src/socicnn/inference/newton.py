@@ -1,34 +1,37 @@
 """Kink-aware (face) Newton for ``min_x F_y(x) = f(x) + (beta/2)||x - y||^2`` [``x in C``], batched.
 
-Every iteration works on the still-running queries only and costs a fixed handful of batched
-tensor operations, whatever the number of tied units:
+Everything here asks the model's blocks (:class:`socicnn.blocks.ConvexBlock`), never a model
+family: a block exposes *kink coordinates* (a ReLU unit's pre-activation, a norm block's
+``u = A x + d``), the smooth piece it is on (its *pattern*), the piece's gradient plus
+``J^T seeds`` for multipliers on kink coordinates, the kink coordinates' change along a step
+(``J dx``), their gradients (rows of ``J``), its curvature ``Q`` with piece Hessian ``Q^T Q``
+(or an HVP) and its part of a duality gap. On a *face* (some kink coordinates held at 0) ``F``
+is smooth, and a Newton step on it solves ``[H + beta I, J^T; J, 0] [dx; mu] = [-g; -res]`` by
+its Schur complement. A face multiplier that leaves the block's dual set (``0 <= nu_t <= upper_t``
+for a ReLU unit, ``||r|| <= lam`` for a norm block) releases that kink to the side it says.
 
-- one forward pass of the backbone and one forward-mode Jacobian pass through the activation
-  pattern ``s = 1[a > 0]``: ``dA_1/dx = W_1``, ``dA_l/dx = W_l + U_l diag(s_{l-1}) dA_{l-1}/dx``,
-  giving the gradients of all ``M`` pre-activations at once, ``(n, M, d)``; the gradient of any
-  tied unit or of the pattern's ``F`` is then a gather or a matrix product;
-- ``H + beta I`` as ``beta I + Q^T Q`` with ``Q`` ``(n, r, d)`` built from the public attributes
-  of the quadratic (``sqrt(alpha) B``) and norm blocks (``sqrt(lam/||u||) (I - u_hat u_hat^T) A``);
-  solves use a Cholesky factor of the ``d x d`` matrix when ``d <= r`` and of the ``r x r``
-  Woodbury capacitance ``beta I + Q Q^T`` otherwise;
-- one Schur-complement solve for every face, padded to the largest number of rows in the batch;
-- one stacked forward pass for all line-search candidates.
+**Certificate.** At any ``x``, multipliers of the tied kinks are chosen by least squares
+(``min ||g + J_T^T mu||``) and projected into the blocks' optimal dual sets, which makes the
+whole multiplier dual feasible; with ``s`` its slope of ``F`` and ``eps`` its duality gap at
+``x`` (the blocks' ``gap_slack``, plus complementary slackness of the constraint rows),
+``F(z) >= F(x) - eps + s^T (z - x) + (beta/2)||z - x||^2`` for every feasible ``z``, hence
+``F(x) - min F <= eps + ||s||^2 / (2 beta)``. This covers every kind of kink: a ReLU tie and a
+norm tie ``u_g = 0`` (where any ``||r_g|| <= lam_g`` is optimal) alike.
 
-Pre-activations are exactly affine along a step as long as no unit changes sign, and with the
-pattern ``1[a > 0]`` (``z = relu(a)`` moves with ``a`` until the kink) the linearised constraint
-``a_t + J_t dx = 0`` of a face is exact. Tied units keep their pattern entry: the step on a face
-does not depend on that choice (the rows differ by combinations of lower tied rows), only the
-multipliers shift, by ``nu_t = mu_t + upper_t s_t`` (see :func:`_duals`).
+**Curvature.** ``H + beta I = beta I + Q^T Q`` with ``Q`` stacked from the blocks' factors:
+Cholesky of the ``d x d`` matrix when ``d <= rank``, of the Woodbury capacitance otherwise. When a
+block offers only an HVP, or the factors would be too large, solves run matrix-free by
+conjugate gradients on ``H + beta I`` (symmetric positive definite).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
 import torch
 
-from .. import readout as ro
 from .constraints import Constraint, LinearRows
 from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
@@ -36,44 +39,84 @@ __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
 LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
+DENSE_FACTOR_LIMIT = 2**26  # numbers in the stacked curvature factors before going matrix-free
+CG_MAX_ITER = 500
+
+
+def _subset_state(st, keep):
+    """A block state restricted to rows ``keep``: states are dataclasses of batch-first tensors
+    (or lists of them)."""
+    if st is None:
+        return None
+    changes = {}
+    for f in dataclasses.fields(st):
+        v = getattr(st, f.name)
+        if isinstance(v, torch.Tensor):
+            changes[f.name] = v[keep]
+        elif isinstance(v, list):
+            changes[f.name] = [t[keep] if isinstance(t, torch.Tensor) else t for t in v]
+    return dataclasses.replace(st, **changes)
 
 
 # --------------------------------------------------------------------------- curvature
 class _Curvature:
-    """``H + beta I = beta I + Q^T Q`` at a batch of points, with batched Cholesky solves.
+    """``H + beta I`` on the current pieces, at a batch of points, with batched solves."""
 
-    ``Q`` stacks ``sqrt(alpha_h) B_h`` (quadratic blocks) and ``sqrt(lam_g / ||u_g||) (I - u_hat
-    u_hat^T) A_g`` (norm blocks, zero at a tie ``u_g = 0``, the readout's canonical selector), read
-    from the blocks' public attributes. A model with another curved block falls back on the dense
-    readout Hessian.
-    """
-
-    def __init__(self, model, x: torch.Tensor, beta: float) -> None:
-        self.beta = beta
-        n, d = x.shape
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        factors = _hessian_factors(model, x)
-        if factors is None:  # unknown curved block: dense readout Hessian
-            self.Q, self.L = None, torch.linalg.cholesky(ro.hessian(model, x) + beta * eye)
-        elif factors.shape[1] >= d:
-            self.Q, self.L = None, torch.linalg.cholesky(factors.transpose(1, 2) @ factors + beta * eye)
+    def __init__(self, pt: _Point) -> None:
+        self.beta, self.pt = pt.beta, pt
+        n, d = pt.x.shape
+        factors = []
+        for block, st, P in pt.parts():
+            Q = block.face_curvature(st, P)
+            if Q is None:
+                factors = None
+                break
+            if Q.shape[1]:
+                factors.append(Q)
+        self.Q = self.L = None
+        self.free = False
+        if factors is None or sum(Q.shape[1] for Q in factors) * n * min(d, 4096) > DENSE_FACTOR_LIMIT * 8:
+            self.free = True  # matrix-free: HVPs and conjugate gradients
+            return
+        if not factors:
+            return  # H = 0: (beta I)^{-1}
+        Q = torch.cat(factors, dim=1)
+        r = Q.shape[1]
+        eye = torch.eye(min(r, d), dtype=Q.dtype, device=Q.device)
+        if r >= d:
+            self.L = _cholesky(Q.transpose(1, 2) @ Q + self.beta * eye)
         else:
-            r = factors.shape[1]
-            cap = factors @ factors.transpose(1, 2) + beta * torch.eye(r, dtype=x.dtype, device=x.device)
-            self.Q, self.L = factors, torch.linalg.cholesky(cap)
+            self.Q, self.L = Q, _cholesky(Q @ Q.transpose(1, 2) + self.beta * eye)
+        self.dense_dd = r >= d
 
-    def subset(self, keep) -> _Curvature:
-        """The factors of the queries ``keep`` (indices or mask)."""
+    def subset(self, keep, pt: _Point) -> _Curvature:
         out = object.__new__(_Curvature)
-        out.beta, out.L = self.beta, self.L[keep]
+        out.beta, out.pt, out.free = self.beta, pt, self.free
         out.Q = None if self.Q is None else self.Q[keep]
+        out.L = None if self.L is None else self.L[keep]
+        out.dense_dd = getattr(self, "dense_dd", False)
+        return out
+
+    def _apply(self, w: torch.Tensor) -> torch.Tensor:
+        """``(H + beta I) w`` for ``w`` ``(n, d)``."""
+        out = self.beta * w
+        for block, st, P in self.pt.parts():
+            part = block.face_hvp(st, P, w)
+            if part is not None:
+                out = out + part
         return out
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
         """``(H + beta I)^{-1} b`` for ``b`` ``(n, d)`` or ``(n, d, k)``."""
+        if self.free:
+            if b.ndim == 2:
+                return _cg(self._apply, b, self.beta)
+            return torch.stack([_cg(self._apply, b[..., j], self.beta) for j in range(b.shape[-1])], dim=-1)
         vec = b.ndim == 2
         B = b[..., None] if vec else b
-        if self.Q is None:
+        if self.L is None:
+            out = B / self.beta
+        elif self.Q is None:
             out = torch.cholesky_solve(B, self.L)
         else:  # Woodbury: (beta I + Q^T Q)^{-1} = (I - Q^T (beta I + Q Q^T)^{-1} Q) / beta
             out = (B - self.Q.transpose(1, 2) @ torch.cholesky_solve(self.Q @ B, self.L)) / self.beta
@@ -81,194 +124,174 @@ class _Curvature:
 
     def schur(self, J: torch.Tensor) -> torch.Tensor:
         """``J (H + beta I)^{-1} J^T`` ``(n, k, k)`` for rows ``J`` ``(n, k, d)``."""
-        if self.Q is None:
-            return J @ torch.cholesky_solve(J.transpose(1, 2), self.L)
+        if self.free or self.L is None or self.Q is None:
+            return J @ self.solve(J.transpose(1, 2))
         P = self.Q @ J.transpose(1, 2)  # (n, r, k)
         return (J @ J.transpose(1, 2) - P.transpose(1, 2) @ torch.cholesky_solve(P, self.L)) / self.beta
 
 
-def _hessian_factors(model, x: torch.Tensor) -> torch.Tensor | None:
-    """``Q`` ``(n, r, d)`` with ``nabla^2 f = Q^T Q`` (ReLU backbone), or ``None`` for unknown blocks."""
-    n, d = x.shape
-    parts = []
-    for block in model.blocks():
-        if block is model.backbone:
-            continue
-        if block.kind == "p":
-            parts.append((block.alpha.sqrt() * block.B).expand(n, -1, -1))
-        elif block.kind == "r":
-            u = x @ block.A.T + block.d
-            norm = torch.linalg.vector_norm(u, dim=-1)
-            smooth = norm > 0
-            safe = torch.where(smooth, norm, torch.ones_like(norm))
-            u_hat = u / safe[:, None]
-            weight = torch.where(smooth, (block.lam / safe).sqrt(), torch.zeros_like(norm))
-            proj = block.A - u_hat[:, :, None] * (u_hat @ block.A)[:, None, :]
-            parts.append(weight[:, None, None] * proj)
-        else:
-            return None
-    if not parts:
-        return x.new_zeros(n, 0, d)
-    return torch.cat(parts, dim=1)
+def _cholesky(A: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor of SPD matrices ``beta I + PSD``; a failure (rounding on huge curvature
+    near a norm kink) retries with a relative ridge instead of aborting the batch."""
+    L, info = torch.linalg.cholesky_ex(A)
+    if bool((info > 0).any()):
+        ridge = 1e-12 * torch.diagonal(A, dim1=-2, dim2=-1).amax(-1).clamp(min=1.0)
+        L, info = torch.linalg.cholesky_ex(
+            A + ridge[:, None, None] * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        )
+        if bool((info > 0).any()):
+            raise FloatingPointError("the Newton matrix H + beta I is not numerically positive definite")
+    return L
 
 
-# --------------------------------------------------------------------------- backbone on a pattern
-def _layer_slices(widths: tuple[int, ...]) -> list[slice]:
-    ends = [sum(widths[: l + 1]) for l in range(len(widths))]
-    return [slice(e - m, e) for e, m in zip(ends, widths, strict=True)]
+def _cg(apply: Callable, b: torch.Tensor, beta: float) -> torch.Tensor:
+    """Batched conjugate gradients for ``A x = b`` (``A`` SPD with smallest eigenvalue ``>= beta``),
+    to a relative residual of ``100 eps``."""
+    x = b / beta
+    r = b - apply(x)
+    p = r.clone()
+    rr = (r * r).sum(-1)
+    target = (1e2 * torch.finfo(b.dtype).eps) ** 2 * (b * b).sum(-1).clamp(min=1e-300)
+    for _ in range(CG_MAX_ITER):
+        if bool((rr <= target).all()):
+            break
+        Ap = apply(p)
+        alpha = rr / (p * Ap).sum(-1).clamp(min=1e-300)
+        x = x + alpha[:, None] * p
+        r = r - alpha[:, None] * Ap
+        rr_new = (r * r).sum(-1)
+        p = r + (rr_new / rr.clamp(min=1e-300))[:, None] * p
+        rr = rr_new
+    return x
 
 
-def _jacobian(bb, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Gradients of all pre-activations through the 0/1 pattern ``s`` ``(n, M)``, in the layout
-    ``(M, n, d)`` so that each layer is one GEMM ``U_l @ (s_{l-1} * J_{l-1})`` written in place."""
-    n, d = x.shape
-    M = sum(bb.hidden)
-    J = x.new_empty(M, n, d)
-    prev = None
-    for l, sl in enumerate(_layer_slices(bb.hidden)):
-        m = sl.stop - sl.start
-        Jl, W = J[sl], bb.W_eff(l)
-        if prev is None:  # the first layer always has W
-            Jl.copy_(W[:, None, :].expand(m, n, d))
-        else:
-            src = J[prev] * s[:, prev].T[:, :, None]
-            torch.matmul(bb.U_eff(l), src.view(prev.stop - prev.start, n * d), out=Jl.view(m, n * d))
-            if W is not None:
-                Jl.add_(W[:, None, :])
-        prev = sl
-    return J
-
-
-def _directional(bb, s: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Change ``(n, M)`` of every pre-activation along ``delta`` ``(n, d)`` through the pattern ``s``."""
-    out, prev, prev_sl = [], None, None
-    for l, sl in enumerate(_layer_slices(bb.hidden)):
-        W = bb.W_eff(l)
-        da = delta @ W.T if W is not None else delta.new_zeros(delta.shape[0], sl.stop - sl.start)
-        if prev is not None:
-            da = da + (prev * s[:, prev_sl]) @ bb.U_eff(l).T
-        out.append(da)
-        prev, prev_sl = da, sl
-    return torch.cat(out, dim=-1)
-
-
-def _duals(bb, s: torch.Tensor, seeds: torch.Tensor, clip: torch.Tensor | None = None):
-    """Top-down pass ``q_l = upper_l * s_l + seed_l``, ``upper_{l-1} = q_l U_l``, ``upper_L = c``.
-
-    ``q`` is the backbone multiplier ``nu`` and ``upper`` its bound in the optimal dual set
-    (``0 <= nu_t <= upper_t`` at a tie); with ``clip`` (bool ``(n, M)``) those entries are clipped
-    into ``[0, upper]`` as the pass goes down, which makes any guess dual feasible. Returns
-    ``q``, ``upper`` (``(n, M)``) and the slope ``sum_l W_l^T q_l`` ``(n, d)`` (``v`` excluded).
-    """
-    q, upper = torch.empty_like(seeds), torch.empty_like(seeds)
-    up = bb.c.expand(seeds.shape[0], -1)
-    slope = None
-    slices = _layer_slices(bb.hidden)
-    for l in range(len(slices) - 1, -1, -1):
-        sl = slices[l]
-        ql = up * s[:, sl] + seeds[:, sl]
-        if clip is not None:
-            ql = torch.where(clip[:, sl], torch.minimum(ql.clamp(min=0.0), up), ql)
-        q[:, sl], upper[:, sl] = ql, up
-        W = bb.W_eff(l)
-        if W is not None:
-            slope = ql @ W if slope is None else slope + ql @ W
-        if l > 0:
-            up = ql @ bb.U_eff(l)
-    return q, upper, slope
-
-
+# --------------------------------------------------------------------------- the point
 class _Point:
-    """Face-Newton data at a batch of iterates ``x`` ``(n, d)``: pre-activations, the pattern
-    Jacobian, the pattern gradient ``g``, the curvature and the constraint residuals ``C x - h``.
+    """Face-Newton data at a batch of iterates ``x`` ``(n, d)`` (rows ``index`` of the queries):
+    the blocks' states and patterns, kink coordinates and ties, the piece gradient ``g`` of ``F``,
+    the curvature and the constraint residuals ``C x - h``."""
 
-    The Jacobian ``J`` ``(M, N0, d)`` is computed once and shared by every :meth:`subset` (query
-    ``i`` reads column ``jq[i]``); pattern flips add per-query rank-one corrections
-    ``(effect (n, M), grad (n, d))`` instead of copying it.
-    """
-
-    def __init__(self, model, x, y, beta, rows: LinearRows | None, *, curvature: bool = True):
-        self.bb = bb = model.backbone
-        self.M = sum(bb.hidden)
-        self.x, self.y, self.beta, self.rows = x, y, beta, rows
-        self.af = torch.cat(bb.preactivations(x), dim=-1)
-        g = bb.v + beta * (x - y)
-        for b in model.blocks():
-            if b is not bb:
-                g = g + b.slope(b.state(x))
-        self.g_rest = g  # gradient of everything but c^T z_L
+    def __init__(self, model, index, x, y, beta, rows: LinearRows | None, tie_tol: float, *, curvature: bool = True):
+        self.model = model.select(index)
+        self.index, self.x, self.y, self.beta, self.rows = index, x, y, beta, rows
+        self.blocks = list(self.model.blocks())
+        self.states = [b.state(x) for b in self.blocks]
+        kinks = [b.kinks(st) for b, st in zip(self.blocks, self.states, strict=True)]
+        self.sizes = [k.shape[1] for k in kinks]
+        self.K = sum(self.sizes)
+        self.k = torch.cat(kinks, dim=-1)
+        self.tied = torch.cat([b.tied(st, tie_tol) for b, st in zip(self.blocks, self.states, strict=True)], dim=-1)
+        self.P = torch.cat(
+            [b.face_pattern(st, t) for b, st, t in zip(self.blocks, self.states, self._split(self.tied), strict=True)],
+            dim=-1,
+        )
         self.cres = x @ rows.C.T - rows.h if rows is not None else x.new_zeros(x.shape[0], 0)
-        self.s = (self.af > 0).to(x.dtype)
-        self.J = _jacobian(bb, self.s, x)
-        self.jq = torch.arange(x.shape[0], device=x.device)
-        self.corr: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._set_gradient()
-        self.curv = _Curvature(model, x, beta) if curvature else None
+        self.curv = _Curvature(self) if curvature else None
+
+    def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(t, self.sizes, dim=-1))
+
+    def parts(self):
+        """``(block, state, pattern)`` per block."""
+        return zip(self.blocks, self.states, self._split(self.P), strict=True)
+
+    def duals(self, seeds: torch.Tensor, clip: torch.Tensor | None = None, pattern: torch.Tensor | None = None):
+        """Sum over blocks of :meth:`ConvexBlock.face_duals`: slope ``(n, d)`` (the prox term
+        excluded), multipliers per block, violation and release side ``(n, K)``."""
+        P = self.P if pattern is None else pattern
+        clips = [None] * len(self.blocks) if clip is None else self._split(clip)
+        parts = [
+            b.face_duals(st, p, s, c)
+            for b, st, p, s, c in zip(self.blocks, self.states, self._split(P), self._split(seeds), clips, strict=True)
+        ]
+        slope = parts[0].slope
+        for part in parts[1:]:
+            slope = slope + part.slope
+        viol = torch.cat([p.violation for p in parts], dim=-1)
+        side = torch.cat([p.to_active for p in parts], dim=-1)
+        return slope, [p.mult for p in parts], viol, side
 
     def _set_gradient(self):
-        self.g = self.g_rest + _duals(self.bb, self.s, torch.zeros_like(self.s))[2]
+        self.g = self.duals(torch.zeros_like(self.k))[0] + self.beta * (self.x - self.y)
 
-    def subset(self, keep) -> _Point:
-        """The same data for the queries ``keep`` (indices or mask); ``J`` is shared."""
-        out = object.__new__(_Point)
-        out.__dict__.update(self.__dict__)
-        for name in ("x", "y", "af", "s", "g_rest", "cres", "g", "jq"):
-            setattr(out, name, getattr(self, name)[keep])
-        out.corr = [(e[keep], v[keep]) for e, v in self.corr]
-        out.curv = None if self.curv is None else self.curv.subset(keep)
+    def jvp(self, dx: torch.Tensor) -> torch.Tensor:
+        """``(n, K)`` change of every kink coordinate along ``dx`` on the current pieces."""
+        return torch.cat([b.face_jvp(st, p, dx) for b, st, p in self.parts()], dim=-1)
+
+    def kink_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """``(n, k, d)`` gradients of the kink coordinates ``index`` ``(n, k)`` (global indices)."""
+        out = self.x.new_zeros(index.shape[0], index.shape[1], self.x.shape[1])
+        start = 0
+        for (b, st, p), size in zip(self.parts(), self.sizes, strict=True):
+            if size:
+                mine = (index >= start) & (index < start + size)
+                if bool(mine.any()):
+                    local = (index - start).clamp(0, size - 1)
+                    out = torch.where(mine[..., None], b.face_rows(st, p, local), out)
+            start += size
         return out
 
-    def unit_rows(self, unit: torch.Tensor, qi: torch.Tensor) -> torch.Tensor:
-        """Gradients ``(n, k, d)`` of the units ``unit`` ``(n, k)`` of the queries ``qi`` ``(n,)``."""
-        J = self.J[unit, self.jq[qi][:, None]]
-        for e, v in self.corr:
-            J = J + e[qi].gather(-1, unit)[..., None] * v[qi][:, None, :]
-        return J
+    def subset(self, keep) -> _Point:
+        """The same data for the queries ``keep`` (indices or mask)."""
+        out = object.__new__(_Point)
+        out.__dict__.update(self.__dict__)
+        if keep.dtype == torch.bool:
+            keep = keep.nonzero().squeeze(1)
+        out.model = self.model.select(keep)
+        out.blocks = list(out.model.blocks())
+        out.states = [_subset_state(st, keep) for st in self.states]
+        for name in ("index", "x", "y", "k", "tied", "P", "cres", "g"):
+            setattr(out, name, getattr(self, name)[keep])
+        out.curv = None if self.curv is None else self.curv.subset(keep, out)
+        return out
 
-    def flip(self, unit: torch.Tensor, new: torch.Tensor) -> None:
-        """Set the pattern entry ``s[i, unit[i]] = new[i]`` (``unit = -1``: no change): flipping
-        ``s_t`` by ``delta`` adds ``delta (da_j / dz_t) grad a_t`` to the gradient of every unit
-        ``j`` above ``t`` (a rank-one correction per query) and changes ``g``."""
-        n = self.x.shape[0]
-        ar = torch.arange(n, device=self.x.device)
-        t = unit.clamp(min=0)
-        delta = torch.where(unit >= 0, new - self.s[ar, t], torch.zeros_like(new))
-        if not bool((delta != 0).any()):
-            return
-        seed = torch.zeros_like(self.s)
-        seed[ar, t] = delta
-        effect, carry = [], None
-        for l, sl in enumerate(_layer_slices(self.bb.hidden)):
-            e = carry @ self.bb.U_eff(l).T if carry is not None else torch.zeros_like(seed[:, sl])
-            effect.append(e)
-            carry = self.s[:, sl] * e + seed[:, sl]
-        grad_t = self.unit_rows(t[:, None], ar)[:, 0]  # unaffected by the flip
-        self.corr = [*self.corr, (torch.cat(effect, dim=-1), grad_t)]
-        self.s = self.s + seed
-        self._set_gradient()
+    def release(self, at: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        """Set the pattern of the kink group of coordinate ``at`` ``(n,)`` (``-1``: none) to
+        ``side``; returns the released coordinates ``(n, K)``."""
+        group = torch.zeros_like(self.tied)
+        start = 0
+        for b, size in zip(self.blocks, self.sizes, strict=True):
+            if size:
+                mine = (at >= start) & (at < start + size)
+                if bool(mine.any()):
+                    local = (at - start).clamp(0, size - 1)
+                    group[:, start : start + size] = b.release_group(local) & mine[:, None]
+            start += size
+        if bool(group.any()):
+            self.P = torch.where(group, side[:, None].to(self.P.dtype), self.P)
+            self._set_gradient()
+            curved = [
+                not b.piecewise_linear and bool(part.any())
+                for b, part in zip(self.blocks, self._split(group), strict=True)
+            ]
+            if self.curv is not None and not self.curv.free and any(curved):
+                self.curv = _Curvature(self)
+            elif self.curv is not None:
+                self.curv.pt = self
+        return group
 
     def residuals(self) -> torch.Tensor:
-        """``(n, M + K)``: pre-activations, then ``C x - h``."""
-        return torch.cat([self.af, self.cres], dim=-1)
+        """``(n, K + K_c)``: kink coordinates, then ``C x - h``."""
+        return torch.cat([self.k, self.cres], dim=-1)
 
     def rows_of(self, sel, priority, kmax, qi=None):
-        """Rows of the selected units/constraints (``sel`` ``(n, M+K)``, for the queries ``qi``
-        of this point, default all), at most ``kmax``, highest ``priority`` first. Returns
-        ``idx``, ``valid`` ``(n, k)``, ``J`` ``(n, k, d)`` (zero where invalid) and the residuals
-        ``(n, k)``; ``None`` when nothing is selected."""
+        """Rows of the selected kink coordinates / constraints (``sel`` ``(n, K+K_c)``, for the
+        queries ``qi`` of this point, default all), at most ``kmax``, highest ``priority`` first.
+        Returns ``idx``, ``valid`` ``(n, k)``, ``J`` ``(n, k, d)`` (zero where invalid) and the
+        residuals ``(n, k)``; ``None`` when nothing is selected."""
         k = int(min(int(sel.sum(-1).max()), kmax)) if sel.shape[0] else 0
         if k == 0:
             return None
-        if qi is None:
-            qi = torch.arange(sel.shape[0], device=sel.device)
+        sub = self if qi is None else self.subset(qi)
         score = torch.where(sel, priority, torch.full_like(priority, -math.inf))
         idx = torch.topk(score, k, dim=-1).indices
         valid = sel.gather(-1, idx)
         vf = valid.to(self.x.dtype)
-        J = self.unit_rows(idx.clamp(max=self.M - 1), qi)
+        J = sub.kink_rows(idx.clamp(max=max(self.K - 1, 0))) if self.K else sub.x.new_zeros(*idx.shape, sub.x.shape[1])
         if self.rows is not None:
-            J = torch.where((idx < self.M)[..., None], J, self.rows.C[(idx - self.M).clamp(min=0)])
-        return idx, valid, J * vf[..., None], self.residuals()[qi].gather(-1, idx) * vf
+            J = torch.where((idx < self.K)[..., None], J, self.rows.C[(idx - self.K).clamp(min=0)])
+        return idx, valid, J * vf[..., None], sub.residuals().gather(-1, idx) * vf
 
 
 def _scatter(idx, valid, vals, width):
@@ -290,30 +313,25 @@ def _regularised_solve(S, rhs, valid):
 def _certificate(pt: _Point, tie_tol: float, eq) -> tuple[torch.Tensor, torch.Tensor]:
     """A certified subgradient ``s`` ``(n, d)`` and slack ``eps`` ``(n,)`` with
     ``F(z) >= F(x) - eps + s^T (z - x) + (beta/2)||z - x||^2`` for every feasible ``z``, hence
-    ``F(x) - F* <= eps + ||s||^2 / (2 beta)``.
-
-    Units with ``|a| <= tie_tol`` and constraint rows within ``tie_tol`` of equality are tied;
-    their least-squares multipliers ``min ||g + J_T^T mu||`` are clipped into the optimal dual set
-    from the top layer down (``0 <= nu_t <= upper_t``; ``lambda >= 0`` for inequality rows), so
-    ``nu`` is dual feasible for the lifted LP. ``eps`` is its duality gap at ``x``,
-    ``sum_t (upper_t - nu_t) relu(a_t) + nu_t relu(-a_t)`` (zero off the ties), plus the
-    complementary-slackness term ``lambda^T (h - C x)`` of the constraint rows.
-    """
-    M = pt.M
-    tied_u = pt.af.abs() <= tie_tol
+    ``F(x) - F* <= eps + ||s||^2 / (2 beta)`` (see the module docstring)."""
+    K = pt.K
     tied_c = (pt.cres >= -tie_tol) | eq
-    sel = torch.cat([tied_u, tied_c], dim=-1)
-    seeds = torch.zeros_like(pt.af)
+    sel = torch.cat([pt.tied, tied_c], dim=-1)
+    seeds = torch.zeros_like(pt.k)
     lam = torch.zeros_like(pt.cres)
     got = pt.rows_of(sel, torch.zeros_like(pt.residuals()), kmax=sel.shape[-1])
     if got is not None:
         idx, valid, J, _ = got
         mu = _regularised_solve(J @ J.transpose(-1, -2), -(J @ pt.g[..., None])[..., 0], valid)
         spread = _scatter(idx, valid, mu, sel.shape[-1])
-        seeds, lam = spread[:, :M], spread[:, M:]
-    q, upper, slope = _duals(pt.bb, pt.s, seeds, clip=tied_u)
-    s = pt.g_rest + slope
-    eps = ((upper - q) * pt.af.clamp(min=0.0) + q * (-pt.af).clamp(min=0.0)).sum(-1)
+        seeds, lam = spread[:, :K], spread[:, K:]
+    slope, mults, _, _ = pt.duals(seeds, clip=pt.tied)
+    s = slope + pt.beta * (pt.x - pt.y)
+    eps = None
+    for b, st, m in zip(pt.blocks, pt.states, mults, strict=True):
+        part = b.gap_slack(st, m)
+        eps = part if eps is None else eps + part
+    eps = eps.clamp(min=0.0)
     if pt.rows is not None:
         lam = torch.where(eq, lam, lam.clamp(min=0.0)) * tied_c
         s = s + lam @ pt.rows.C
@@ -330,57 +348,55 @@ def _rows_and_eq(constraint: Constraint | None, d, dtype, device):
 @torch.no_grad()
 def certified_gap_bound(model, x, y, beta, constraint: Constraint | None, tie_tol: float):
     """``(||s||, eps + ||s||^2 / (2 beta))`` ``(N,)`` each at ``x`` ``(N, d)``: the certified
-    subgradient norm and the bound on ``F_y(x) - min_C F_y`` of :func:`_certificate`."""
+    subgradient norm and the certified bound on ``F_y(x) - min_C F_y`` (module docstring)."""
     rows, eq = _rows_and_eq(constraint, x.shape[-1], x.dtype, x.device)
-    s, eps = _certificate(_Point(model, x, y, beta, rows, curvature=False), tie_tol, eq)
+    index = torch.arange(x.shape[0], device=x.device)
+    s, eps = _certificate(_Point(model, index, x, y, beta, rows, tie_tol, curvature=False), tie_tol, eq)
     norm = torch.linalg.vector_norm(s, dim=-1)
     return norm, eps + norm**2 / (2 * beta)
 
 
 @torch.no_grad()
 def certified_subgradient_norm(model, x, y, beta, constraint: Constraint | None, tie_tol: float) -> torch.Tensor:
-    """Norm ``(N,)`` of the certified subgradient of :func:`_certificate` at ``x`` (``(N, d)``)."""
+    """Norm ``(N,)`` of the certified subgradient of :func:`certified_gap_bound` at ``x``."""
     return certified_gap_bound(model, x, y, beta, constraint, tie_tol)[0]
 
 
 # --------------------------------------------------------------------------- face steps
 def _face_direction(pt: _Point, cand, priority, eq, rounds: int, kmax: int):
-    """Newton step on the face of the candidate ties ``cand`` ``(n, M+K)``, with the tied set
-    corrected by dual feasibility for up to ``rounds`` rounds.
-
-    On the face (tied units ``a_t = 0``, active constraint rows at equality, every other unit in
-    its pattern) ``F`` is smooth; the step solves ``[H + beta I, J^T; J, 0] [dx; mu] = [-g; -res]``
-    by its Schur complement. A tied unit whose ``nu_t`` leaves ``[0, upper_t]`` is released to the
-    side the sign says (``nu < 0``: inactive; ``nu > upper``: active), an inequality row with
-    ``lambda < 0`` is released, one row per query and round (the most violated), as in a primal
-    active-set method; only the queries with a violation go on to the next round, with the
-    released unit's pattern entry set to its side (:meth:`_Point.flip`).
-    """
+    """Newton step on the face of the candidate ties ``cand`` ``(n, K+K_c)``, with the tied set
+    corrected by dual feasibility for up to ``rounds`` rounds: the most violated multiplier per
+    query (a kink group, or an inequality row with ``lambda < 0``) is released to the side it
+    says, as in a primal active-set method, and only those queries go on to the next round."""
     dx = torch.zeros_like(pt.x)
     todo = torch.arange(pt.x.shape[0], device=pt.x.device)
     cand = cand.clone()
     sub = pt
     for r in range(rounds):
-        step, release, to_active = _face_round(sub, cand[todo], priority[todo], eq, kmax)
+        step, at, side = _face_round(sub, cand[todo], priority[todo], eq, kmax)
         dx[todo] = step
-        if release is None or r == rounds - 1:
+        if at is None or r == rounds - 1:
             break
-        more = release.any(-1)
-        cand[todo] &= ~release
-        unit = torch.where(release[:, : pt.M].any(-1), release[:, : pt.M].to(torch.int8).argmax(-1), -1)
+        more = at >= 0
         keep = more.nonzero().squeeze(1)
-        todo = todo[keep]
-        sub = sub.subset(keep)
-        side = to_active[keep].gather(-1, unit[keep].clamp(min=0)[:, None])[:, 0]
-        sub.flip(unit[keep], side.to(pt.x.dtype))
+        if keep.numel() == 0:
+            break
+        todo, sub = todo[keep], sub.subset(keep)
+        at, side = at[keep], side[keep]
+        is_kink = at < pt.K
+        group = sub.release(torch.where(is_kink, at, -1), side)
+        released = torch.cat([group, torch.zeros_like(cand[todo][:, pt.K :])], dim=-1)
+        row = torch.where(is_kink, -1, at)
+        released[torch.arange(row.shape[0], device=row.device)[row >= 0], row[row >= 0]] = True
+        cand[todo] &= ~released
     return dx
 
 
 def _face_round(pt: _Point, cand, priority, eq, kmax):
-    """One KKT solve on the face ``cand`` per query; returns the step, the rows to release
-    (``None`` when every multiplier is dual feasible) and, for released units, whether they turn
-    active. With more than ``GROUP_ABOVE`` rows somewhere, queries are grouped by their number of
-    rows (powers of two) so that padding to the largest face in a group wastes little."""
+    """One KKT solve on the face ``cand`` per query; returns the step, the coordinate to release
+    per query (``-1``: none; ``None`` when no query has one) and the side to release it to.
+    With more than ``GROUP_ABOVE`` rows somewhere, queries are grouped by their number of rows
+    (powers of two) so that padding to the largest face in a group wastes little."""
     Hg = pt.curv.solve(pt.g)
     count = cand.sum(-1).clamp(max=kmax)
     if not bool((count > 0).any()):
@@ -394,43 +410,49 @@ def _face_round(pt: _Point, cand, priority, eq, kmax):
     for lev in torch.unique(level[count > 0]).tolist():
         qi = ((level == lev) & (count > 0)).nonzero().squeeze(1)
         idx, valid, J, res = pt.rows_of(cand[qi], priority[qi], kmax, qi)
-        curv = pt.curv.subset(qi)
+        curv = pt.curv.subset(qi, pt.subset(qi)) if pt.curv.free else pt.curv.subset(qi, None)
         mu = _regularised_solve(curv.schur(J), res - (J @ Hg[qi, :, None])[..., 0], valid)
         dx[qi] = -curv.solve(pt.g[qi] + (J.transpose(1, 2) @ mu[..., None])[..., 0])
         mu_all[qi] = _scatter(idx, valid, mu, cand.shape[-1])
         on_face[qi] = _scatter(idx, valid, torch.ones_like(mu), cand.shape[-1]) > 0  # beyond kmax: left out
-    M = pt.M
-    sel_u = on_face[:, :M]
-    q, upper, _ = _duals(pt.bb, pt.s, mu_all[:, :M] * sel_u)
-    scale = 1 + upper
-    zero = torch.zeros_like(q)
-    low = torch.where(sel_u, -q / scale, zero)
-    high = torch.where(sel_u, (q - upper) / scale, zero)
-    bad_c = torch.where(on_face[:, M:] & ~eq, -mu_all[:, M:], torch.zeros_like(mu_all[:, M:]))
-    worst, at = torch.cat([torch.maximum(low, high), bad_c], dim=-1).max(dim=-1)
+    K = pt.K
+    sel_k = on_face[:, :K]
+    _, _, viol, side = pt.duals(mu_all[:, :K] * sel_k)
+    viol = torch.where(sel_k, viol, 0.0)
+    bad_c = torch.where(on_face[:, K:] & ~eq, -mu_all[:, K:], torch.zeros_like(mu_all[:, K:]))
+    worst, at = torch.cat([viol, bad_c], dim=-1).max(dim=-1)
     drop = worst > 1e3 * torch.finfo(pt.x.dtype).eps
     if not bool(drop.any()):
         return dx, None, None
-    release = torch.zeros_like(cand)
-    release[drop, at[drop]] = True
-    return dx, release, high > low
+    at = torch.where(drop, at, -1)
+    side = torch.cat([side, torch.zeros_like(bad_c, dtype=torch.bool)], dim=-1).gather(-1, at.clamp(min=0)[:, None])[
+        :, 0
+    ]
+    return dx, at, side
 
 
 def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.Tensor]:
     """A Newton direction from ``x`` on the smooth piece met at the end of the previous step.
 
-    The pattern ``s'`` of ``x + d`` (``d = dn`` first) defines a smooth minorant ``F_{s'} <= F``
-    (``relu(a) >= s' a`` and ``U >= 0``) that agrees with ``F`` where ``s'`` is the pattern; its
-    Newton direction from ``x`` is ``d' = -(H + beta I)^{-1} grad F_{s'}(x)`` (the same
-    curvature: the backbone adds none). After ``steps`` such updates the last ``d'`` is returned
-    (as a one-element list). When the optimum lies across several kinks this jumps over them at
-    once, where the face and first-kink steps cross about one per iteration; like every candidate
-    it is only accepted on strict decrease of ``F``.
+    The pattern ``P'`` of ``x + d`` (``d = dn`` first) defines a smooth minorant ``F_{P'} <= F``
+    that agrees with ``F`` where ``P'`` is the pattern; its Newton direction from ``x`` is
+    ``d' = -(H + beta I)^{-1} grad F_{P'}(x)`` (the current curvature). After ``steps`` such
+    updates the last ``d'`` is returned (as a one-element list). When the optimum lies across
+    several kinks this jumps over them at once; like every candidate it is only accepted on
+    strict decrease of ``F``.
     """
     d = dn
     for _ in range(steps):
-        s_new = (torch.cat(pt.bb.preactivations(pt.x + d), dim=-1) > 0).to(pt.x.dtype)
-        d = -pt.curv.solve(pt.g_rest + _duals(pt.bb, s_new, torch.zeros_like(s_new))[2])
+        states = [b.state(pt.x + d) for b in pt.blocks]
+        P_new = torch.cat(
+            [
+                b.face_pattern(st, torch.zeros_like(b.kinks(st), dtype=torch.bool))
+                for b, st in zip(pt.blocks, states, strict=True)
+            ],
+            dim=-1,
+        )
+        g_new = pt.duals(torch.zeros_like(pt.k), pattern=P_new)[0] + pt.beta * (pt.x - pt.y)
+        d = -pt.curv.solve(g_new)
     return [d]
 
 
@@ -447,22 +469,21 @@ def face_newton(
     tie_tol: float,
     rounds: int = 4,
 ) -> LoopResult:
-    """Kink-aware Newton: damped Newton plus a Newton step on the predicted optimal face.
+    """Kink-aware Newton: damped Newton plus Newton steps on predicted optimal faces.
 
     Each iteration, on the queries still running:
 
-    1. certificate (:func:`_certificate`): a subgradient ``s`` and slack ``eps`` with
-       ``F - F* <= eps + ||s||^2 / (2 beta)``; the query stops, converged, when this certified
-       bound is ``<= rtol * max(1, |F|)``;
-    2. the plain Newton direction ``dn`` with the pattern gradient and the readout Hessian;
-    3. the candidate ties: units already tied or whose kink ``dn`` crosses (``a + J dn`` changes
-       sign), and constraint rows active or crossed;
+    1. certificate (:func:`_certificate`): the query stops, converged, when its certified bound
+       ``eps + ||s||^2 / (2 beta)`` is ``<= rtol * max(1, |F|)``;
+    2. the plain Newton direction ``dn`` on the current pieces;
+    3. the candidate ties: kinks already tied or that ``dn`` crosses (the blocks'
+       ``face_crossing``), constraint rows active or crossed;
     4. face directions (:func:`_face_direction`) on the candidates and on the reached ties;
     5. backtracking over ``alpha = 1, 1/2, ...`` on the face directions (accepted on strict
-       decrease), the step to the first kink along ``dn`` and ``dn`` itself (Armijo), all
-       candidates in one forward pass; the lowest accepted candidate wins (projected onto ``C``
-       when constrained). A query also stops at ``max_iter`` or after three iterations without
-       decrease (both reported as not converged unless the certificate holds).
+       decrease), the step to the first kink along ``dn``, a look-ahead step and ``dn`` itself
+       (Armijo), all candidates in one forward pass; the lowest accepted candidate wins
+       (projected onto ``C`` when constrained). A query also stops at ``max_iter`` or after three
+       iterations without decrease (both reported as not converged unless the certificate holds).
     """
     rows, eq_all = _rows_and_eq(constraint, y.shape[-1], y.dtype, y.device)
     x = y.clone() if constraint is None else constraint.project(y)
@@ -483,7 +504,7 @@ def face_newton(
             break
         x, ya, F = X[idx], y[idx], Fv[idx]
         last = it == max_iter
-        pt = _Point(model, x, ya, beta, rows, curvature=not last)
+        pt = _Point(model, idx, x, ya, beta, rows, tie_tol, curvature=not last)
         s, eps = _certificate(pt, tie_tol, eq_all)
         gn = torch.linalg.vector_norm(s, dim=-1)
         bound = eps + gn**2 / (2 * beta)
@@ -497,24 +518,22 @@ def face_newton(
         idx, x, ya, F, pt = idx[keep], x[keep], ya[keep], F[keep], pt.subset(keep)
         iterations[idx] += 1
         dn = -pt.curv.solve(pt.g)
-        da = _directional(pt.bb, pt.s, dn)
-        af = pt.af
-        after = af + da
-        tied = af.abs() <= tie_tol
-        cross_u = tied | ((af > 0) & (after < 0)) | ((af < 0) & (after > 0))
-        # Kinks reached first along dn come first when there are more candidates than fit.
-        frac_u = torch.where(tied, torch.zeros_like(da), af.abs() / da.abs().clamp(min=1e-300))
+        dk = pt.jvp(dn)
+        crossings = [b.face_crossing(st, p, part) for (b, st, p), part in zip(pt.parts(), pt._split(dk), strict=True)]
+        cross_k = torch.cat([c for c, _ in crossings], dim=-1) | pt.tied
+        frac_k = torch.where(pt.tied, 0.0, torch.cat([f for _, f in crossings], dim=-1))
         if rows is not None:
             c_after = pt.cres + dn @ rows.C.T
             cross_c = eq_all | (pt.cres >= -tie_tol) | (c_after > 0)
             frac_c = torch.where(c_after > pt.cres, (-pt.cres).clamp(min=0) / (c_after - pt.cres), 0 * c_after)
         else:
             cross_c = frac_c = x.new_zeros(x.shape[0], 0)
-        cand = torch.cat([cross_u, cross_c.bool()], dim=-1)
-        priority = -torch.cat([frac_u, frac_c], dim=-1)
+        cand = torch.cat([cross_k, cross_c.bool()], dim=-1)
+        # Kinks reached first along dn come first when there are more candidates than fit.
+        priority = -torch.cat([frac_k, frac_c], dim=-1)
         # Three guesses of the optimal face: the kinks dn crosses, the ties already reached, and
         # the first kink along dn (the step of a primal active-set method).
-        ties = torch.cat([tied, (pt.cres >= -tie_tol) | eq_all], dim=-1)
+        ties = torch.cat([pt.tied, (pt.cres >= -tie_tol) | eq_all], dim=-1)
         face_dirs = [_face_direction(pt, cand, priority, eq_all, rounds, kmax=d), dn.clone()]
         # Without ties that face step is dn itself; when no kink is crossed it is the first one.
         same = ties.any(-1) & (ties == cand).all(-1)
@@ -524,11 +543,14 @@ def face_newton(
             face_dirs[1][has_ties] = _face_direction(
                 pt.subset(has_ties), ties[has_ties], priority[has_ties], eq_all, rounds, kmax=d
             )
-        first = torch.where(cross_u & ~tied, frac_u, torch.ones_like(frac_u)).amin(-1).clamp(max=1.0)
+        if frac_k.shape[1]:
+            first = torch.where(cross_k & ~pt.tied, frac_k, torch.ones_like(frac_k)).amin(-1).clamp(max=1.0)
+        else:
+            first = torch.ones_like(F)
         face_dirs.append(first[:, None] * dn)
         face_dirs.extend(_pattern_lookahead(pt, dn, LOOKAHEAD))
         slope = (pt.g * dn).sum(-1)
-        x_new, F_new, moved = _candidate_search(model, ya, beta, x, F, face_dirs, dn, slope, constraint)
+        x_new, F_new, moved = _candidate_search(model, idx, ya, beta, x, F, face_dirs, dn, slope, constraint)
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
         # step on the reached ties may still polish x to rounding level (its certificate is
         # checked at the next iteration); three iterations in a row without decrease is a stall.
@@ -537,7 +559,7 @@ def face_newton(
             xp = x[polish] + face_dirs[1][polish]
             if constraint is not None:
                 xp = constraint.project(xp)
-            Fp = objective(model, xp, y[idx[polish]], beta)
+            Fp = objective(model.select(idx[polish]), xp, y[idx[polish]], beta)
             fine = Fp <= F[polish] + slack * (1 + F[polish].abs())
             x_new[polish[fine]], F_new[polish[fine]] = xp[fine], Fp[fine]
         stuck[idx] = torch.where(moved, torch.zeros_like(stuck[idx]), stuck[idx] + 1)
@@ -547,7 +569,7 @@ def face_newton(
     return LoopResult(X, Fv, grad_norm, iterations, converged, history, gap_bound)
 
 
-def _candidate_search(model, y, beta, x, F, face_dirs, dn, slope, constraint):
+def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constraint):
     """Backtrack ``alpha`` on all directions at once; keep the lowest accepted candidate.
 
     Face directions are accepted on strict decrease, the Newton direction on the Armijo
@@ -566,7 +588,7 @@ def _candidate_search(model, y, beta, x, F, face_dirs, dn, slope, constraint):
             break
         a = alpha[p]
         trials = project((x[p][None] + a[None, :, None] * dirs[:, p]).reshape(-1, x.shape[1]))
-        values = objective(model, trials, y[p].repeat(D, 1), beta).view(D, -1)
+        values = objective(model.select(idx[p].repeat(D)), trials, y[p].repeat(D, 1), beta).view(D, -1)
         Fp = F[p]
         ok = torch.cat([values[:-1] < Fp, (values[-1] <= Fp + ARMIJO * a * slope[p])[None]], dim=0)
         best, which = torch.where(ok, values, torch.full_like(values, math.inf)).min(dim=0)
