@@ -19,7 +19,19 @@ from .. import lifting
 from ..solvers import resolve_solver
 from .constraints import Constraint
 
-__all__ = ["ProxSOCP", "SOCPSolution"]
+__all__ = ["InfeasibleConstraintError", "ProxSOCP", "SOCPSolution"]
+
+
+class InfeasibleConstraintError(lifting.LiftingError, ValueError):
+    """The constraint set is empty: the solver proved the prox problem infeasible."""
+
+
+class SolveStatusError(lifting.LiftingError):
+    """The solver returned a status other than optimal for one query (``status`` says which)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -37,7 +49,8 @@ class ProxSOCP:
     """``min f(x) + (beta/2)||x - y||^2`` [``x in C``] as a parametrised SOCP.
 
     Args:
-        model: SOC-ICNN / ReLU-ICNN with a ReLU backbone.
+        model: a socicnn model whose blocks have a conic lifting (with per-row data, pass the
+            row of each query to :meth:`solve`).
         beta: proximal weight ``> 0``.
         constraint: ``None`` or a :class:`~socicnn.inference.constraints.Constraint`.
         solver: ``"auto"`` or a CVXPY solver name (Clarabel by default).
@@ -48,17 +61,32 @@ class ProxSOCP:
         d = model.in_dim
         self.x = cp.Variable(d, name="x")
         self.y = cp.Parameter(d, name="y")
-        expr, cons = lifting.epigraph(model, self.x)
-        if constraint is not None:
-            cons = cons + constraint.cvxpy(self.x)
-        self.problem = cp.Problem(cp.Minimize(expr + 0.5 * beta * cp.sum_squares(self.x - self.y)), cons)
+        self.model = model
+        expr, cons, (self.data, _) = lifting._epigraph(model, self.x, 0 if model.rows is not None else None)
+        self.set_constraints = [] if constraint is None else constraint.cvxpy(self.x)
+        self.problem = cp.Problem(
+            cp.Minimize(expr + 0.5 * beta * cp.sum_squares(self.x - self.y)), cons + self.set_constraints
+        )
 
-    def solve(self, y: np.ndarray, *, accept_inaccurate: bool = False, **solver_options) -> SOCPSolution:
-        """Solve for one query ``y`` ``(d,)``.
+    def violation(self, x: np.ndarray) -> float:
+        """Largest violation of the constraint set at ``x`` ``(d,)`` (0 when feasible)."""
+        keep = self.x.value
+        self.x.value = np.asarray(x, dtype=float)
+        try:
+            return max((float(np.max(c.violation(), initial=0.0)) for c in self.set_constraints), default=0.0)
+        finally:
+            self.x.value = keep
 
-        Raises ``LiftingError`` unless the status is ``"optimal"`` (or ``"optimal_inaccurate"``
-        with ``accept_inaccurate=True``; the status is reported either way).
+    def solve(
+        self, y: np.ndarray, *, row: int | None = None, accept_inaccurate: bool = False, **solver_options
+    ) -> SOCPSolution:
+        """Solve for one query ``y`` ``(d,)`` (with row ``row`` of per-row data).
+
+        Raises :class:`InfeasibleConstraintError` when the constraint set is empty, and a
+        ``LiftingError`` (with the ``status``) unless the status is ``"optimal"`` (or
+        ``"optimal_inaccurate"`` with ``accept_inaccurate=True``).
         """
+        self.data.set(row)
         self.y.value = np.asarray(y, dtype=float)
         t0 = time.perf_counter()
         try:
@@ -73,11 +101,13 @@ class ProxSOCP:
             raise lifting.LiftingError(f"{self.solver} failed on the prox SOCP: {exc}") from exc
         elapsed = time.perf_counter() - t0
         accepted = {cp.OPTIMAL} | ({cp.OPTIMAL_INACCURATE} if accept_inaccurate else set())
-        if self.problem.status not in accepted:
-            raise lifting.LiftingError(
-                f"{self.solver} returned status {self.problem.status!r} for the prox SOCP "
-                "(an infeasible constraint set gives 'infeasible')"
+        status = self.problem.status
+        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+            raise InfeasibleConstraintError(
+                f"{self.solver} proved the prox problem infeasible (status {status!r}): the constraint set is empty"
             )
+        if status not in accepted:
+            raise SolveStatusError(f"{self.solver} returned status {status!r} for the prox SOCP", status)
         value = float(self.problem.value)
         return SOCPSolution(
             x=np.asarray(self.x.value, dtype=float),
