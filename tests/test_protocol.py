@@ -122,7 +122,7 @@ class AffineContext(ContextualModel):
 
     def block_data(self, context):
         out, i = [], 0
-        for block, shapes in zip(self.base.blocks(), self.shapes, strict=True):
+        for shapes in self.shapes:
             data = {}
             for name, shape in shapes.items():
                 value = context @ self.maps[i]
@@ -210,8 +210,9 @@ def test_prox_at_a_norm_tie_is_certified(method):
     assert bool(res.converged.all())
     torch.testing.assert_close(res.x, exact, rtol=0, atol=1e-7 if method == "socp" else 1e-9)
     assert float(res.grad_norm.max()) <= (1e-6 if method == "socp" else 1e-8)
-    # The conic solver's x is accurate to about 1e-8 (its own tolerance), the others to rounding.
-    assert float(res.gap_bound.max()) <= (1e-7 if method == "socp" else 1e-12)
+    # The conic solver's x is accurate to about 1e-8 (its own tolerance), L-BFGS stops at a gradient
+    # norm of sqrt(eps), the Newton and gradient loops reach rounding level.
+    assert float(res.gap_bound.max()) <= {"socp": 1e-7, "lbfgs": 1e-9}.get(method, 1e-12)
 
 
 def test_newton_survives_small_beta_on_a_norm_model():
