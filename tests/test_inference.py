@@ -255,3 +255,21 @@ def test_face_steps_of_a_batch_equal_those_of_each_query_alone(model):
     ]
     assert int(cand.sum(-1).ge(2).sum()) >= 10  # enough queries with faces that need releases
     torch.testing.assert_close(batch, torch.cat(alone), rtol=0, atol=1e-10)
+
+
+def test_matrix_free_path_gives_the_dense_answers(model, y, monkeypatch):
+    # With the factors declared too large, solves run by conjugate gradients on H + beta I
+    # (HVPs only): the same optima and certificates as the Cholesky path.
+    from socicnn.inference import newton
+
+    dense = prox(model, y, BETA, method="newton")
+    monkeypatch.setattr(newton, "DENSE_FACTOR_LIMIT", 0)
+    free = prox(model, y, BETA, method="newton")
+    assert bool(free.converged.all())
+    torch.testing.assert_close(free.x, dense.x, rtol=0, atol=1e-8)
+    assert bool((free.gap_bound <= 1e-11 * free.value.abs().clamp(min=1.0)).all())
+
+
+def test_socp_reports_the_solvers_own_time(model, y, reference):
+    assert reference.solver_time.shape == (12,)
+    assert bool((reference.solver_time > 0).all()) and bool((reference.solver_time <= reference.time).all())

@@ -50,7 +50,7 @@ class LiftingSolution:
             ``model.blocks()``); ``names`` the blocks' multiplier names. The views ``nu`` (ReLU
             covering constraints, one ``(m_l,)`` array per layer), ``p`` (quadratic blocks,
             ``= alpha q``) and ``r`` (norm blocks) are derived from them.
-        dual_value: the dual objective (MATH.md §2) evaluated at the solver's duals.
+        dual_value: the dual objective of the lifted program evaluated at the solver's duals.
         gap: ``value - dual_value``, the duality gap of the returned pair.
         primal_residual: largest constraint violation of the returned primal point.
         dual_residual: largest dual-feasibility violation of the returned duals.

@@ -1,4 +1,4 @@
-"""White-box inference: ``argmin_x f(x) + (beta/2)||x - y||^2`` [``x in C``] (MATH.md §4).
+"""White-box inference: ``argmin_x f(x) + (beta/2)||x - y||^2`` [``x in C``].
 
 ``prox`` solves a batch of queries with readout-based first- and second-order methods (the
 ``"newton"`` method steps onto the optimal face when the optimum sits on ReLU kinks), autograd

@@ -56,6 +56,8 @@ class ProxResult:
             :class:`~socicnn.inference.socp.InfeasibleConstraintError`.
         infeasibility: ``(N,)`` (``"socp"`` only) the largest constraint violation of the solver's
             ``x`` before it was projected onto ``C``.
+        solver_time: ``(N,)`` (``"socp"`` only) the conic solver's own solve time per query, as it
+            reports it (no CVXPY overhead).
     """
 
     x: torch.Tensor
@@ -70,6 +72,7 @@ class ProxResult:
     status: list[str] | None = None
     gap_bound: torch.Tensor | None = None
     infeasibility: torch.Tensor | None = None
+    solver_time: torch.Tensor | None = None
 
 
 def _check_beta(beta) -> float:
@@ -253,6 +256,7 @@ def _squeeze(res: ProxResult) -> ProxResult:
         "certificate",
         "gap_bound",
         "infeasibility",
+        "solver_time",
     ):
         t = getattr(res, name)
         if t is not None:
@@ -374,4 +378,5 @@ def _socp(model, y, beta, cons: Constraint | None, solver, tie_tol) -> ProxResul
         status=[s.status for s in sols],
         gap_bound=gap_bound,
         infeasibility=infeasibility,
+        solver_time=torch.tensor([s.solver_time for s in sols], dtype=torch.float64),
     )

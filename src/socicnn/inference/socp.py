@@ -36,13 +36,15 @@ class SolveStatusError(lifting.LiftingError):
 
 @dataclass
 class SOCPSolution:
-    """One solve: ``x`` ``(d,)``, optimal value, the solver's duality gap, status and wall time."""
+    """One solve: ``x`` ``(d,)``, optimal value, the solver's duality gap, status, wall time of
+    the solve call (CVXPY's data update included) and the solver's own reported solve time."""
 
     x: np.ndarray
     value: float
     gap: float
     status: str
     solve_time: float
+    solver_time: float = float("nan")
 
 
 class ProxSOCP:
@@ -115,6 +117,7 @@ class ProxSOCP:
             gap=_solver_gap(raw),
             status=self.problem.status,
             solve_time=elapsed,
+            solver_time=float(getattr(raw, "solve_time", float("nan"))),
         )
 
 
