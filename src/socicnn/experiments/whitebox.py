@@ -21,6 +21,7 @@ from ..readout import readout
 
 __all__ = [
     "TUTORIAL",
+    "inference_scaling",
     "compare_methods",
     "default_constraints",
     "constrained_inference",
@@ -152,3 +153,33 @@ def _infeasibility(cons: Constraint, x: torch.Tensor) -> float:
 def default_constraints(d: int) -> dict[str, Constraint]:
     """The chapter's sets: the probability simplex and the budget set with ``B = d / 4``."""
     return {"simplex": Simplex(1.0), "budget": Budget(d / 4)}
+
+
+def inference_scaling(
+    grid: dict[str, Sequence[int]], base: dict[str, int], beta: float = 10.0, seed: int = 0
+) -> pd.DataFrame:
+    """Per-query time of batched ``"newton"`` as one size grows at a time.
+
+    ``base`` holds ``n`` (queries), ``d``, ``width`` and ``depth``; ``grid`` maps some of these
+    names to the values to sweep (the others stay at ``base``). Each model has one quadratic and
+    one norm block of dim 8. Returns one row per run: the knob, its value, the sizes, the time per
+    query and the fraction of queries that converged (certified).
+    """
+    import time
+
+    rows = []
+    for knob, values in grid.items():
+        for v in values:
+            cfg = dict(base, **{knob: v})
+            model = SOCICNN(
+                cfg["d"], (cfg["width"],) * cfg["depth"], quad_dims=(8,), norm_dims=(8,), dtype=torch.float64, seed=seed
+            )
+            y = queries(cfg["n"], cfg["d"], seed + 1)
+            t0 = time.perf_counter()
+            res = prox(model, y, beta, method="newton")
+            elapsed = time.perf_counter() - t0
+            rows.append(
+                {"knob": knob, "value": v, **cfg, "ms per query": 1e3 * elapsed / cfg["n"],
+                 "converged": float(res.converged.float().mean())}
+            )
+    return pd.DataFrame(rows)

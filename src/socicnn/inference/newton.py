@@ -37,7 +37,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
-LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
+LOOKAHEAD = int(__import__("os").environ.get("SOCICNN_LOOKAHEAD", "1"))  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
 DENSE_FACTOR_LIMIT = 2**26  # numbers in the stacked curvature factors before going matrix-free
 CG_MAX_ITER = 500
@@ -441,7 +441,7 @@ def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.T
     several kinks this jumps over them at once; like every candidate it is only accepted on
     strict decrease of ``F``.
     """
-    d = dn
+    d, out = dn, []
     for _ in range(steps):
         states = [b.state(pt.x + d) for b in pt.blocks]
         P_new = torch.cat(
@@ -453,7 +453,8 @@ def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.T
         )
         g_new = pt.duals(torch.zeros_like(pt.k), pattern=P_new)[0] + pt.beta * (pt.x - pt.y)
         d = -pt.curv.solve(g_new)
-    return [d]
+        out.append(d)
+    return out
 
 
 # --------------------------------------------------------------------------- the loop
@@ -570,34 +571,39 @@ def face_newton(
 
 
 def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constraint):
-    """Backtrack ``alpha`` on all directions at once; keep the lowest accepted candidate.
+    """Backtrack ``alpha`` on every direction separately; keep the lowest accepted candidate.
 
-    Face directions are accepted on strict decrease, the Newton direction on the Armijo
-    condition; every halving evaluates all directions of the pending queries in one forward
-    pass. Returns the new points and values and whether each query moved.
+    Each direction halves its own ``alpha`` from 1 until it is accepted (face directions on
+    strict decrease, the Newton direction on the Armijo condition), so a short safe step on one
+    direction does not stop a long productive one on another; every halving evaluates the
+    pending (direction, query) pairs in one forward pass. Returns the new points and values and
+    whether each query moved.
     """
     dirs = torch.stack([*face_dirs, dn], dim=0)  # (D, n, d)
-    D = dirs.shape[0]
-    alpha = torch.ones_like(F)
-    x_new, F_new = x.clone(), F.clone()
-    moved = torch.zeros_like(F, dtype=torch.bool)
+    D, n, d = dirs.shape
     project: Callable = (lambda t: t) if constraint is None else constraint.project
-    p = torch.arange(F.shape[0], device=F.device)
+    alpha = torch.ones(D, n, dtype=F.dtype, device=F.device)
+    best = torch.full((D, n), math.inf, dtype=F.dtype, device=F.device)
+    best_x = x[None].expand(D, n, d).clone()
+    pending = torch.ones(D, n, dtype=torch.bool, device=F.device)
+    is_newton = torch.zeros(D, 1, dtype=torch.bool, device=F.device)
+    is_newton[-1] = True
     for _ in range(MAX_HALVINGS):
-        if p.numel() == 0:
+        pd, pq = pending.nonzero(as_tuple=True)
+        if pd.numel() == 0:
             break
-        a = alpha[p]
-        trials = project((x[p][None] + a[None, :, None] * dirs[:, p]).reshape(-1, x.shape[1]))
-        values = objective(model.select(idx[p].repeat(D)), trials, y[p].repeat(D, 1), beta).view(D, -1)
-        Fp = F[p]
-        ok = torch.cat([values[:-1] < Fp, (values[-1] <= Fp + ARMIJO * a * slope[p])[None]], dim=0)
-        best, which = torch.where(ok, values, torch.full_like(values, math.inf)).min(dim=0)
-        good = torch.isfinite(best)
-        if bool(good.any()):
-            g = good.nonzero().squeeze(1)
-            xb = trials.view(D, -1, x.shape[1])[which[g], g]
-            x_new[p[g]], F_new[p[g]] = xb, best[g]
-            moved[p[g]] = True
-        p = p[~good]
-        alpha[p] *= 0.5
+        a = alpha[pd, pq]
+        trials = project(x[pq] + a[:, None] * dirs[pd, pq])
+        values = objective(model.select(idx[pq]), trials, y[pq], beta)
+        armijo = values <= F[pq] + ARMIJO * a * slope[pq]
+        ok = torch.where(is_newton[pd, 0], armijo, values < F[pq])
+        hit_d, hit_q = pd[ok], pq[ok]
+        best[hit_d, hit_q], best_x[hit_d, hit_q] = values[ok], trials[ok]
+        pending[hit_d, hit_q] = False
+        alpha[pd[~ok], pq[~ok]] *= 0.5
+    value, which = best.min(dim=0)
+    moved = torch.isfinite(value)
+    cols = torch.arange(n, device=F.device)
+    x_new = torch.where(moved[:, None], best_x[which, cols], x)
+    F_new = torch.where(moved, value, F)
     return x_new, F_new, moved
