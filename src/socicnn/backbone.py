@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import is_transformed
 from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, affine_image, to_numpy
 
 ACTIVATIONS = ("relu", "softplus")
@@ -100,8 +101,22 @@ class Backbone(ConvexBlock, abstract=True):
         return self.W[l] if l < len(self.W) else None
 
     def U_eff(self, l: int) -> torch.Tensor | None:
-        """``U_l >= 0`` (0-based ``l``); ``None`` for the first layer."""
-        return None if l == 0 else self.U_raw[l - 1].abs()
+        """``U_l >= 0`` (0-based ``l``); ``None`` for the first layer.
+
+        Outside autograd the result is cached until the raw weight changes (its version counter),
+        so the readout and inference loops do not recompute ``abs`` at every call."""
+        if l == 0:
+            return None
+        raw = self.U_raw[l - 1]
+        if torch.is_grad_enabled() or is_transformed(raw):
+            return raw.abs()
+        cache = self.__dict__.setdefault("_U_cache", {})
+        key = (l, raw.data_ptr(), raw._version)
+        hit = cache.get(l)
+        if hit is None or hit[0] != key:
+            hit = (key, raw.detach().abs())
+            cache[l] = hit
+        return hit[1]
 
     @property
     def c(self) -> torch.Tensor:
@@ -418,6 +433,42 @@ class ReLUBackbone(Backbone):
         seeds.scatter_(-1, index[..., None], 1.0)
         _, _, slope = self._backprop(self._split(pattern), self._split(seeds), None)
         return slope
+
+    def face_jacobian(self, st: BackboneState, pattern) -> torch.Tensor:
+        """Gradients ``(n, M, d)`` of every unit through the pattern, by forward mode:
+        ``dA_1/dx = W_1``, ``dA_l/dx = W_l + U_l diag(s_l p_{l-1}) dA_{l-1}/dx`` (an optional
+        protocol method: the dense path of inference uses it when it fits in memory)."""
+        n, d = pattern.shape[0], self.in_dim
+        gates = self._split(pattern)
+        out, prev = [], None
+        for l, m in enumerate(self.hidden):
+            W = self.W_eff(l)
+            Jl = W.expand(n, m, d) if W is not None else pattern.new_zeros(n, m, d)
+            if prev is not None:
+                gate = gates[l - 1]
+                zs = self._zscale(l)
+                if zs is not None:
+                    gate = gate * zs
+                Jl = Jl + torch.matmul(self.U_eff(l), gate[:, :, None] * prev)
+            out.append(Jl)
+            prev = Jl
+        return torch.cat(out, dim=1)
+
+    def face_flip_effect(self, st: BackboneState, pattern, local: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``(n, M)``: ``d a_j / d z_t`` times ``delta`` for every unit ``j``, where unit
+        ``t = local`` changes its pattern entry by ``delta`` ``(n,)`` (an optional protocol method):
+        the rows of :meth:`face_jacobian` then change by the rank-one term ``effect_j grad a_t``,
+        which the dense path of inference applies instead of a new pass."""
+        n = pattern.shape[0]
+        seed = torch.zeros_like(pattern)
+        seed[torch.arange(n, device=pattern.device), local] = delta
+        gates, seeds = self._split(pattern), self._split(seed)
+        effect, carry = [], None
+        for l in range(len(self.hidden)):
+            e = torch.zeros_like(seeds[l]) if carry is None else _scale(carry, self._zscale(l)) @ self.U_eff(l).T
+            effect.append(e)
+            carry = gates[l] * e + seeds[l]
+        return torch.cat(effect, dim=-1)
 
     def face_curvature(self, st: BackboneState, pattern) -> torch.Tensor:
         return pattern.new_zeros(pattern.shape[0], 0, self.in_dim)

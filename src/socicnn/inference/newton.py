@@ -37,8 +37,9 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
-LOOKAHEAD = int(__import__("os").environ.get("SOCICNN_LOOKAHEAD", "1"))  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
+LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
+DENSE_JACOBIAN_LIMIT = 2**25  # numbers in a cached (n, K, d) kink Jacobian (256 MiB in float64)
 DENSE_FACTOR_LIMIT = 2**26  # numbers in the stacked curvature factors before going matrix-free
 CG_MAX_ITER = 500
 
@@ -220,17 +221,32 @@ class _Point:
         return torch.cat([b.face_jvp(st, p, dx) for b, st, p in self.parts()], dim=-1)
 
     def kink_rows(self, index: torch.Tensor) -> torch.Tensor:
-        """``(n, k, d)`` gradients of the kink coordinates ``index`` ``(n, k)`` (global indices)."""
-        out = self.x.new_zeros(index.shape[0], index.shape[1], self.x.shape[1])
+        """``(n, k, d)`` gradients of the kink coordinates ``index`` ``(n, k)`` (global indices):
+        gathered from a block's dense Jacobian when it offers one that fits (computed once per
+        point, shared by every subset, kept valid across pattern flips by rank-one terms), else
+        by the block's ``face_rows``."""
+        n, k, d = index.shape[0], index.shape[1], self.x.shape[1]
+        out = self.x.new_zeros(n, k, d)
         start = 0
-        for (b, st, p), size in zip(self.parts(), self.sizes, strict=True):
+        for i, ((b, st, p), size) in enumerate(zip(self.parts(), self.sizes, strict=True)):
             if size:
                 mine = (index >= start) & (index < start + size)
                 if bool(mine.any()):
                     local = (index - start).clamp(0, size - 1)
-                    out = torch.where(mine[..., None], b.face_rows(st, p, local), out)
+                    cached = self._dense(i, b, st, p, size)
+                    rows = cached.rows(local) if cached is not None else b.face_rows(st, p, local)
+                    out = torch.where(mine[..., None], rows, out)
             start += size
         return out
+
+    def _dense(self, i, block, st, pattern, size):
+        jac = self.__dict__.setdefault("_jac", {})
+        if i not in jac:
+            dense = getattr(block, "face_jacobian", None)
+            if dense is None or self.x.shape[0] * size * self.x.shape[1] > DENSE_JACOBIAN_LIMIT:
+                return None
+            jac[i] = _Jacobian(dense(st, pattern))
+        return jac[i]
 
     def subset(self, keep) -> _Point:
         """The same data for the queries ``keep`` (indices or mask)."""
@@ -243,6 +259,7 @@ class _Point:
         out.states = [_subset_state(st, keep) for st in self.states]
         for name in ("index", "x", "y", "k", "tied", "P", "cres", "g"):
             setattr(out, name, getattr(self, name)[keep])
+        out._jac = {i: J.subset(keep) for i, J in self.__dict__.get("_jac", {}).items()}
         out.curv = None if self.curv is None else self.curv.subset(keep, out)
         return out
 
@@ -259,6 +276,7 @@ class _Point:
                     group[:, start : start + size] = b.release_group(local) & mine[:, None]
             start += size
         if bool(group.any()):
+            self._update_jacobians(at, side)
             self.P = torch.where(group, side[:, None].to(self.P.dtype), self.P)
             self._set_gradient()
             curved = [
@@ -270,6 +288,25 @@ class _Point:
             elif self.curv is not None:
                 self.curv.pt = self
         return group
+
+    def _update_jacobians(self, at: torch.Tensor, side: torch.Tensor) -> None:
+        """Keep the cached dense Jacobians valid across a pattern flip of coordinate ``at``: by
+        the block's rank-one ``face_flip_effect`` when it has one, else by dropping the cache."""
+        jac = self.__dict__.get("_jac", {})
+        start = 0
+        for i, ((b, st, p), size) in enumerate(zip(self.parts(), self.sizes, strict=True)):
+            mine = (at >= start) & (at < start + size)
+            if size and i in jac and bool(mine.any()):
+                flip = getattr(b, "face_flip_effect", None)
+                if flip is None:
+                    del jac[i]
+                else:
+                    local = (at - start).clamp(0, size - 1)
+                    rows = torch.arange(at.shape[0], device=at.device)
+                    delta = torch.where(mine, side.to(p.dtype) - p[rows, local], 0.0)
+                    grad_t = jac[i].rows(local[:, None])[:, 0]  # unaffected by its own flip
+                    jac[i] = jac[i].corrected(flip(st, p, local, delta), grad_t)
+            start += size
 
     def residuals(self) -> torch.Tensor:
         """``(n, K + K_c)``: kink coordinates, then ``C x - h``."""
@@ -292,6 +329,30 @@ class _Point:
         if self.rows is not None:
             J = torch.where((idx < self.K)[..., None], J, self.rows.C[(idx - self.K).clamp(min=0)])
         return idx, valid, J * vf[..., None], sub.residuals().gather(-1, idx) * vf
+
+
+class _Jacobian:
+    """A dense kink Jacobian ``(n0, K, d)`` shared by the subsets of a point (row ``i`` of a
+    subset reads ``base[jq[i]]``), plus rank-one corrections ``(effect (n, K), grad (n, d))`` from
+    pattern flips, so neither a subset nor a flip copies the ``(n, K, d)`` tensor."""
+
+    def __init__(self, base: torch.Tensor, jq: torch.Tensor | None = None, corr: list | None = None) -> None:
+        self.base = base
+        self.jq = torch.arange(base.shape[0], device=base.device) if jq is None else jq
+        self.corr = corr or []
+
+    def subset(self, keep) -> _Jacobian:
+        return _Jacobian(self.base, self.jq[keep], [(e[keep], v[keep]) for e, v in self.corr])
+
+    def corrected(self, effect: torch.Tensor, grad: torch.Tensor) -> _Jacobian:
+        return _Jacobian(self.base, self.jq, [*self.corr, (effect, grad)])
+
+    def rows(self, local: torch.Tensor) -> torch.Tensor:
+        """``(n, k, d)`` rows ``local`` ``(n, k)``."""
+        J = self.base[self.jq[:, None], local]
+        for e, v in self.corr:
+            J = J + e.gather(-1, local)[..., None] * v[:, None, :]
+        return J
 
 
 def _scatter(idx, valid, vals, width):
