@@ -189,6 +189,8 @@ class _Point:
         self.cres = x @ rows.C.T - rows.h if rows is not None else x.new_zeros(x.shape[0], 0)
         self._set_gradient()
         self.curv = _Curvature(self) if curvature else None
+        # Dense kink Jacobians are computed once, at this (root) point, and shared by subsets.
+        self._root, self._jq, self._jac, self._jac_base = self, torch.arange(x.shape[0], device=x.device), {}, {}
 
     def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(t, self.sizes, dim=-1))
@@ -240,13 +242,15 @@ class _Point:
         return out
 
     def _dense(self, i, block, st, pattern, size):
-        jac = self.__dict__.setdefault("_jac", {})
-        if i not in jac:
-            dense = getattr(block, "face_jacobian", None)
-            if dense is None or self.x.shape[0] * size * self.x.shape[1] > DENSE_JACOBIAN_LIMIT:
+        if i not in self._jac:
+            root = self._root
+            dense = getattr(root.blocks[i], "face_jacobian", None)
+            if dense is None or root.x.shape[0] * size * root.x.shape[1] > DENSE_JACOBIAN_LIMIT:
                 return None
-            jac[i] = _Jacobian(dense(st, pattern))
-        return jac[i]
+            if i not in root._jac_base:
+                root._jac_base[i] = dense(root.states[i], root._split(root.P)[i])
+            self._jac[i] = _Jacobian(root._jac_base[i], self._jq)
+        return self._jac[i]
 
     def subset(self, keep) -> _Point:
         """The same data for the queries ``keep`` (indices or mask)."""
@@ -259,7 +263,8 @@ class _Point:
         out.states = [_subset_state(st, keep) for st in self.states]
         for name in ("index", "x", "y", "k", "tied", "P", "cres", "g"):
             setattr(out, name, getattr(self, name)[keep])
-        out._jac = {i: J.subset(keep) for i, J in self.__dict__.get("_jac", {}).items()}
+        out._jq = self._jq[keep]
+        out._jac = {i: J.subset(keep) for i, J in self._jac.items()}
         out.curv = None if self.curv is None else self.curv.subset(keep, out)
         return out
 
@@ -292,12 +297,14 @@ class _Point:
     def _update_jacobians(self, at: torch.Tensor, side: torch.Tensor) -> None:
         """Keep the cached dense Jacobians valid across a pattern flip of coordinate ``at``: by
         the block's rank-one ``face_flip_effect`` when it has one, else by dropping the cache."""
-        jac = self.__dict__.get("_jac", {})
+        jac = self._jac
         start = 0
         for i, ((b, st, p), size) in enumerate(zip(self.parts(), self.sizes, strict=True)):
             mine = (at >= start) & (at < start + size)
+            flip = getattr(b, "face_flip_effect", None)
+            if size and flip is not None and bool(mine.any()):
+                self._dense(i, b, st, p, size)  # the flip corrects the root Jacobian
             if size and i in jac and bool(mine.any()):
-                flip = getattr(b, "face_flip_effect", None)
                 if flip is None:
                     del jac[i]
                 else:
@@ -336,10 +343,8 @@ class _Jacobian:
     subset reads ``base[jq[i]]``), plus rank-one corrections ``(effect (n, K), grad (n, d))`` from
     pattern flips, so neither a subset nor a flip copies the ``(n, K, d)`` tensor."""
 
-    def __init__(self, base: torch.Tensor, jq: torch.Tensor | None = None, corr: list | None = None) -> None:
-        self.base = base
-        self.jq = torch.arange(base.shape[0], device=base.device) if jq is None else jq
-        self.corr = corr or []
+    def __init__(self, base: torch.Tensor, jq: torch.Tensor, corr: list | None = None) -> None:
+        self.base, self.jq, self.corr = base, jq, corr or []
 
     def subset(self, keep) -> _Jacobian:
         return _Jacobian(self.base, self.jq[keep], [(e[keep], v[keep]) for e, v in self.corr])
