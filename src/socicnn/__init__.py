@@ -5,8 +5,10 @@ functions, closed-form dual readout of slopes and curvature, and white-box infer
 """
 
 from . import families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
-from .backbone import Backbone
-from .model import SOCICNN, ReLUICNN
+from . import blocks
+from .backbone import Backbone, ReLUBackbone, SoftplusBackbone
+from .blocks import ConvexBlock
+from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
 from .norm import NormBlock
 from .quadratic import QuadraticBlock
 from .weights import SOCICNNWeights
@@ -17,9 +19,16 @@ __all__ = [
     "SOCICNN",
     "ReLUICNN",
     "SOCICNNWeights",
+    "BlockModel",
+    "BoundModel",
+    "ContextualModel",
+    "ConvexBlock",
     "Backbone",
+    "ReLUBackbone",
+    "SoftplusBackbone",
     "QuadraticBlock",
     "NormBlock",
+    "blocks",
     "families",
     "inference",
     "lifting",

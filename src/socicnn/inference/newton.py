@@ -38,6 +38,8 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
 LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
+RELEASES_PER_ROUND = int(__import__("os").environ.get("RPR", "1"))  # violated multipliers released per round, worst first
+RELEASE_FRACTION = float(__import__("os").environ.get("RFR", "0.5"))  # ... among those at least this fraction of the worst
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
 DENSE_JACOBIAN_LIMIT = 2**25  # numbers in a cached (n, K, d) kink Jacobian (256 MiB in float64)
 DENSE_FACTOR_LIMIT = 2**26  # numbers in the stacked curvature factors before going matrix-free
@@ -443,17 +445,20 @@ def _face_direction(pt: _Point, cand, priority, eq, rounds: int, kmax: int):
         dx[todo] = step
         if at is None or r == rounds - 1:
             break
-        more = at >= 0
+        more = (at >= 0).any(-1)
         keep = more.nonzero().squeeze(1)
         if keep.numel() == 0:
             break
         todo, sub = todo[keep], sub.subset(keep)
         at, side = at[keep], side[keep]
-        is_kink = at < pt.K
-        group = sub.release(torch.where(is_kink, at, -1), side)
-        released = torch.cat([group, torch.zeros_like(cand[todo][:, pt.K :])], dim=-1)
-        row = torch.where(is_kink, -1, at)
-        released[torch.arange(row.shape[0], device=row.device)[row >= 0], row[row >= 0]] = True
+        released = torch.zeros_like(cand[todo])
+        for j in range(at.shape[1]):  # the worst first: a release moves the duals below it
+            aj, sj = at[:, j], side[:, j]
+            is_kink = (aj >= 0) & (aj < pt.K)
+            group = sub.release(torch.where(is_kink, aj, -1), sj)
+            released[:, : pt.K] |= group
+            row = torch.where((aj >= pt.K), aj, -1)
+            released[torch.arange(row.shape[0], device=row.device)[row >= 0], row[row >= 0]] = True
         cand[todo] &= ~released
     return dx
 
@@ -486,14 +491,15 @@ def _face_round(pt: _Point, cand, priority, eq, kmax):
     _, _, viol, side = pt.duals(mu_all[:, :K] * sel_k)
     viol = torch.where(sel_k, viol, 0.0)
     bad_c = torch.where(on_face[:, K:] & ~eq, -mu_all[:, K:], torch.zeros_like(mu_all[:, K:]))
-    worst, at = torch.cat([viol, bad_c], dim=-1).max(dim=-1)
-    drop = worst > 1e3 * torch.finfo(pt.x.dtype).eps
+    allv = torch.cat([viol, bad_c], dim=-1)
+    r = min(RELEASES_PER_ROUND, allv.shape[-1])
+    top, at = torch.topk(allv, r, dim=-1)
+    worst = top[:, :1]
+    drop = (top > 1e3 * torch.finfo(pt.x.dtype).eps) & (top >= RELEASE_FRACTION * worst)
     if not bool(drop.any()):
         return dx, None, None
     at = torch.where(drop, at, -1)
-    side = torch.cat([side, torch.zeros_like(bad_c, dtype=torch.bool)], dim=-1).gather(-1, at.clamp(min=0)[:, None])[
-        :, 0
-    ]
+    side = torch.cat([side, torch.zeros_like(bad_c, dtype=torch.bool)], dim=-1).gather(-1, at.clamp(min=0))
     return dx, at, side
 
 
@@ -582,7 +588,7 @@ def face_newton(
         if last or bool(done.all()):
             break
         keep = (~done).nonzero().squeeze(1)
-        idx, x, ya, F, pt = idx[keep], x[keep], ya[keep], F[keep], pt.subset(keep)
+        idx, x, ya, F, pt, s = idx[keep], x[keep], ya[keep], F[keep], pt.subset(keep), s[keep]
         iterations[idx] += 1
         dn = -pt.curv.solve(pt.g)
         dk = pt.jvp(dn)
@@ -616,6 +622,9 @@ def face_newton(
             first = torch.ones_like(F)
         face_dirs.append(first[:, None] * dn)
         face_dirs.extend(_pattern_lookahead(pt, dn, LOOKAHEAD))
+        # The certified subgradient's Newton step: it uses the best multipliers of the ties (a
+        # descent direction at kinks where the pattern gradient g is not) and escapes stalls.
+        face_dirs.append(-pt.curv.solve(s))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, idx, ya, beta, x, F, face_dirs, dn, slope, constraint)
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
