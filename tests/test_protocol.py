@@ -261,3 +261,18 @@ def test_prox_of_an_empty_batch(method):
     model = sc.SOCICNN(D, (4,), dtype=F64, seed=0)
     res = prox(model, torch.zeros(0, D, dtype=F64), 1.0, method=method)
     assert res.x.shape == (0, D) and res.value.shape == (0,) and res.converged.shape == (0,)
+
+
+def test_smooth_softplus_backbone_in_every_inference_method():
+    # The softplus backbone is its own smooth block: newton (with its curvature), autograd-newton
+    # and the exponential-cone SOCP agree (no norm block: plain autograd Newton would stall at its kink).
+    model = sc.SOCICNN(D, (6, 6), quad_dims=(2,), activation="softplus", dtype=F64, seed=2)
+    y = torch.randn(6, D, dtype=F64, generator=torch.Generator().manual_seed(4))
+    newton = prox(model, y, 2.0, method="newton")
+    auto = prox(model, y, 2.0, method="autograd-newton")
+    ref = prox(model, y, 2.0, method="socp")
+    assert bool(newton.converged.all()) and bool(auto.converged.all())
+    # beta-strong convexity: ||x - x*|| <= sqrt(2 gap / beta) for each answer's certified gap.
+    radius = (2 * newton.gap_bound / 2.0).sqrt() + (2 * auto.gap_bound / 2.0).sqrt()
+    assert bool(((newton.x - auto.x).norm(dim=1) <= radius + 1e-12).all())
+    assert float(((newton.value - ref.value) / ref.value.abs().clamp(min=1)).abs().max()) <= 1e-6

@@ -4,8 +4,7 @@ Models that are convex in their input by construction, their exact lifting to LP
 functions, closed-form dual readout of slopes and curvature, and white-box inference.
 """
 
-from . import families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
-from . import blocks
+from . import blocks, families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
 from .backbone import Backbone, ReLUBackbone, SoftplusBackbone
 from .blocks import ConvexBlock
 from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
