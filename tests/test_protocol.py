@@ -276,3 +276,20 @@ def test_smooth_softplus_backbone_in_every_inference_method():
     radius = (2 * newton.gap_bound / 2.0).sqrt() + (2 * auto.gap_bound / 2.0).sqrt()
     assert bool(((newton.x - auto.x).norm(dim=1) <= radius + 1e-12).all())
     assert float(((newton.value - ref.value) / ref.value.abs().clamp(min=1)).abs().max()) <= 1e-6
+
+
+def test_a_readout_is_a_snapshot():
+    model = sc.SOCICNN(D, (6, 6), quad_dims=(2,), norm_dims=(2,), dtype=F64, seed=5)
+    x = torch.randn(4, D, dtype=F64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = model(x)
+    ro = sc.readout.readout(model, x)
+    x -= 0.1 * ro.grad  # the caller moves on; the readout keeps describing the old point
+    torch.testing.assert_close(ro.value, want, rtol=0, atol=0)
+    torch.testing.assert_close(ro.dual_value, want, rtol=0, atol=1e-12)
+    later = sc.readout.readout(model, x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="weights changed since this readout"):
+        later.value

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ._checks import check_tol
@@ -25,27 +23,50 @@ __all__ = [
 DENSE_HESSIAN_LIMIT = 2**28  # numbers in an (N, d, d) Hessian batch: 2 GiB in float64
 
 
-@dataclass(frozen=True)
 class Readout:
-    """Canonical multipliers and what they give at a batch of ``N`` points: a snapshot, taken
-    when :func:`readout` ran (later changes to ``x`` or to the model's weights do not touch it).
+    """Canonical multipliers and what they give at a batch of ``N`` points, as of the call to
+    :func:`readout` (a snapshot: changing ``x`` in place afterwards does not change it).
 
     Attributes:
-        value: ``(N,)`` the model's value ``f(x)``.
         grad: ``(N, d)`` the readout gradient ``G``, a subgradient everywhere.
         multipliers: one entry per block of ``model.blocks()``: that block's multipliers.
         names: the blocks' multiplier names (``"nu"``, ``"p"``, ``"r"``, ...), aligned with them.
         margins: ``(N,)`` distance to degeneracy: the smallest of the blocks' margins
             (``min |a_{l,i}|`` and ``min_g ||u_g||``; ``inf`` when no block has kinks).
-        dual_value: ``(N,)`` the dual objective at the canonical multipliers (equals ``value``).
+        value: ``(N,)`` the model's value ``f(x)``, and ``dual_value`` ``(N,)`` the dual objective
+            at the canonical multipliers (equal to ``value``): both computed on first access from
+            the saved ``x``; if the model's weights changed since the readout, that access raises
+            ``RuntimeError`` instead of describing another model.
     """
 
-    value: torch.Tensor
-    grad: torch.Tensor
-    multipliers: tuple
-    names: tuple[str, ...]
-    margins: torch.Tensor
-    dual_value: torch.Tensor
+    def __init__(self, model, x, grad, multipliers, names, margins) -> None:
+        self.grad, self.multipliers, self.names, self.margins = grad, tuple(multipliers), tuple(names), margins
+        self._model, self._x = model, x.clone()
+        self._stamp = _weights_stamp(model)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _checked(self, name: str, compute) -> torch.Tensor:
+        if name not in self._cache:
+            if _weights_stamp(self._model) != self._stamp:
+                raise RuntimeError(
+                    f"the model's weights changed since this readout was taken, so its {name} would describe "
+                    "another model; call socicnn.readout.readout again"
+                )
+            with torch.no_grad():
+                self._cache[name] = compute()
+        return self._cache[name]
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self._checked("value", lambda: sum(b(self._x) for b in self._model.blocks()))
+
+    @property
+    def dual_value(self) -> torch.Tensor:
+        blocks = list(self._model.blocks())
+        return self._checked(
+            "dual_value",
+            lambda: sum(b.dual_value(self._x, m) for b, m in zip(blocks, self.multipliers, strict=True)),
+        )
 
     def by_name(self, name: str) -> list:
         """The multipliers of every block whose multiplier is called ``name``, in block order."""
@@ -66,6 +87,18 @@ class Readout:
     def r(self) -> list[torch.Tensor]:
         """Norm-block multipliers, one ``(N, n_g)`` tensor per block."""
         return self.by_name("r")
+
+    def __repr__(self) -> str:
+        return f"Readout(N={self.grad.shape[0]}, d={self.grad.shape[1]}, blocks={self.names})"
+
+
+def _weights_stamp(model) -> tuple:
+    """Identity and version of every parameter and bound datum: changes when any is modified."""
+    stamp = [(p.data_ptr(), p._version) for p in model.parameters()]
+    for block in model.blocks():
+        for t in (block._bound or {}).values():
+            stamp.append((t.data_ptr(), t._version))
+    return tuple(stamp)
 
 
 def check_model(model) -> None:
@@ -114,26 +147,16 @@ def _rows_like(model, x2: torch.Tensor, v, name: str) -> torch.Tensor:
 
 @torch.no_grad()
 def readout(model, x: torch.Tensor, tol: float = 0.0) -> Readout:
-    """Canonical multipliers, readout gradient, value, margins and dual value at ``x`` ``(N, d)``
-    (a snapshot; see :class:`Readout`)."""
+    """Canonical multipliers, readout gradient and margins at ``x`` ``(N, d)``, and the value and
+    dual value on demand (a snapshot; see :class:`Readout`)."""
     x2, states = _states(model, x, tol)
-    mults = tuple(block.multipliers(st) for block, st in states)
+    mults = [block.multipliers(st) for block, st in states]
     grad = None
-    value = None
-    dual = None
-    for (block, st), m in zip(states, mults, strict=True):
+    for block, st in states:
         slope = block.slope(st)
         grad = slope if grad is None else grad + slope
-        part, dpart = block(x2), block.dual_value(x2, m)
-        value = part if value is None else value + part
-        dual = dpart if dual is None else dual + dpart
     return Readout(
-        value=value,
-        grad=grad,
-        multipliers=mults,
-        names=tuple(block.multiplier_name for block, _ in states),
-        margins=_margins(x2, states),
-        dual_value=dual,
+        model, x2, grad, mults, [block.multiplier_name for block, _ in states], _margins(x2, states)
     )
 
 
