@@ -292,4 +292,4 @@ def test_a_readout_is_a_snapshot():
     model(x).sum().backward()
     opt.step()
     with pytest.raises(RuntimeError, match="weights changed since this readout"):
-        later.value
+        _ = later.value
