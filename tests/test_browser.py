@@ -172,7 +172,8 @@ def sidebar_visible(driver) -> bool:
     return driver.execute_script(
         "const s = document.querySelector('#pst-primary-sidebar, .bd-sidebar-primary');"
         "if (!s) return false; const r = s.getBoundingClientRect(); const st = getComputedStyle(s);"
-        "return st.display !== 'none' && st.visibility !== 'hidden' && r.width > 50 && r.right > 50 && r.left < innerWidth;"
+        "return st.display !== 'none' && st.visibility !== 'hidden'"
+        "  && r.width > 50 && r.right > 50 && r.left < innerWidth;"
     )
 
 
