@@ -102,9 +102,12 @@ return {
   merrors: [...main.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
   images: [...main.querySelectorAll('img')].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
-  wide: [...main.querySelectorAll('.cell_output pre, .output pre, div.math, img')]
+  wide: [...main.querySelectorAll('.cell_output pre, .output pre, .output table, div.math, '
+                                  + 'mjx-container[display="true"], img')]
         .filter(e => e.getBoundingClientRect().width > main.getBoundingClientRect().width + 1
-                     || e.scrollWidth > e.clientWidth + 1).length,
+                     || e.scrollWidth > e.clientWidth + 1)
+        .map(e => (e.closest('.math, .cell_output, .output, figure') || e).textContent.trim().slice(0, 60)
+                  || e.getAttribute('src')),
 };
 """
 
@@ -154,7 +157,9 @@ def test_every_page_renders_offline(server, browser):
             elif parsed.fragment and path.suffix == ".html" and not anchor_exists(path, unquote(parsed.fragment)):
                 problems.append(f"{page}: link to a missing anchor {link}")
         print(f"[browser] {page}: {facts['maths']} formulas, {len(facts['images'])} images, "
-              f"{len(facts['links'])} links, {facts['wide']} elements wider than the text column")
+              f"{len(facts['links'])} links, {len(facts['wide'])} elements wider than the text column")
+        for what in facts["wide"]:
+            print(f"[browser]   wide: {what!r}")
     for page in toc_pages():
         if "kernelspec:" not in (ROOT / f"{page}.md").read_text():
             continue
