@@ -5,7 +5,9 @@ The pages are served from localhost; chromium resolves no other host, so anythin
 would fetch from the internet (a CDN's MathJax, say) fails and is caught here. Checks, on every
 page: it loads without console errors, every formula is typeset by MathJax (no raw TeX left and
 no MathJax error), every image is present, every internal link (and its #anchor) resolves, and
-the Colab/Binder buttons open a notebook that exists in the repository. The menu button must
+the Colab/Binder buttons open a notebook that exists in the repository; no formula or output is
+wider than the text column at 1280 px, and every figure has a caption, an alt text and is shown
+at no less than 3/4 of its size. The menu button must
 open the table of contents on a phone and hide it on a desktop. Screenshots of two pages are
 written to ``_build/screenshots`` next to the HTML.
 
@@ -31,6 +33,10 @@ HTML = Path(os.environ.get("SOCICNN_BOOK_HTML", ROOT / "_build" / "html"))
 SCREENSHOTS = HTML.parent / "screenshots"
 SCREENSHOT_PAGES = ("book/intro", "book/local_hessian")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+MIN_FIGURE_SCALE = 0.75  # a figure shown below 3/4 of its size has unreadable labels (10 pt -> 7 px)
+# Chapters whose wide formulas/outputs and figure captions are still being reworked (issue 12);
+# their problems of those two kinds are printed, not failed. Remove a chapter once it is fixed.
+LAYOUT_PENDING = {"book/socp_lifting", "book/lp_equivalence", "book/function_approximation"}
 
 pytestmark = pytest.mark.browser
 
@@ -102,6 +108,10 @@ return {
   merrors: [...main.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
   images: [...main.querySelectorAll('img')].map(i => ({src: i.src, ok: i.complete && i.naturalWidth > 0})),
   links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  figures: [...main.querySelectorAll('.cell_output img')].map(i => ({
+    src: i.getAttribute('src'), alt: (i.getAttribute('alt') || '').trim(),
+    caption: !!(i.closest('figure') && i.closest('figure').querySelector('figcaption')),
+    scale: i.naturalWidth ? i.getBoundingClientRect().width / i.naturalWidth : 0})),
   wide: [...main.querySelectorAll('.cell_output pre, .output pre, .output table, div.math, '
                                   + 'mjx-container[display="true"], img')]
         .filter(e => e.getBoundingClientRect().width > main.getBoundingClientRect().width + 1
@@ -156,10 +166,18 @@ def test_every_page_renders_offline(server, browser):
                 problems.append(f"{page}: broken link {link}")
             elif parsed.fragment and path.suffix == ".html" and not anchor_exists(path, unquote(parsed.fragment)):
                 problems.append(f"{page}: link to a missing anchor {link}")
+        layout = [f"{page}: wider than the text column at 1280 px: {w!r}" for w in facts["wide"]]
+        for fig in facts["figures"]:
+            if not fig["caption"] or len(fig["alt"]) < 20:
+                layout.append(f"{page}: figure {fig['src']} without a caption or a meaningful alt text")
+            if fig["scale"] < MIN_FIGURE_SCALE:
+                layout.append(f"{page}: figure {fig['src']} shrunk to {fig['scale']:.2f} of its size")
+        if page in LAYOUT_PENDING:
+            print("\n".join(f"[browser] pending: {p}" for p in layout))
+        else:
+            problems += layout
         print(f"[browser] {page}: {facts['maths']} formulas, {len(facts['images'])} images, "
               f"{len(facts['links'])} links, {len(facts['wide'])} elements wider than the text column")
-        for what in facts["wide"]:
-            print(f"[browser]   wide: {what!r}")
     for page in toc_pages():
         if "kernelspec:" not in (ROOT / f"{page}.md").read_text():
             continue
