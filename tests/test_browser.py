@@ -67,6 +67,7 @@ def browser(tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver")
     for exe in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(exe), f"{exe} missing: scripts/setup_env.sh installs Debian's chromium and chromium-driver"
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -234,3 +235,34 @@ def test_screenshots(server, browser):
         out = SCREENSHOTS / f"{page.replace('/', '_')}.png"
         assert browser.save_screenshot(str(out)) and out.stat().st_size > 10_000, out
         print(f"[browser] screenshot {out}")
+
+
+CORNER_ALPHAS = """
+return [...document.querySelectorAll('main .cell_output img')].map(img => {
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const w = c.width - 1, h = c.height - 1;
+  return {src: img.getAttribute('src'), theme: document.documentElement.dataset.theme,
+          alpha: Math.min(...[[0, 0], [w, 0], [0, h], [w, h]].map(([x, y]) => ctx.getImageData(x, y, 1, 1).data[3]))};
+});
+"""
+
+
+def test_figures_stay_readable_in_dark_mode(server, browser):
+    """Figures keep an opaque light background in dark mode (dark axes on a transparent PNG vanish)."""
+    load(browser, urljoin(server, "index.html"))
+    browser.execute_script("localStorage.setItem('mode', 'dark'); localStorage.setItem('theme', 'dark');")
+    seen = 0
+    try:
+        for page in toc_pages():
+            load(browser, urljoin(server, f"{page}.html"))
+            for fig in browser.execute_script(CORNER_ALPHAS):
+                seen += 1
+                assert fig["theme"] == "dark", page
+                assert fig["alpha"] == 255, f"{page}: figure {fig['src']} has a transparent background"
+    finally:
+        browser.execute_script("localStorage.clear();")
+    print(f"[browser] {seen} figures checked in dark mode")
+    assert seen > 0, "no figure in the book: was it built with its chapters executed?"
