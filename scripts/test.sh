@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint, unit/property tests, every chapter through papermill at
-# PROFILE="smoke", then the HTML book build (warnings as errors, every chapter executed).
+# PROFILE="smoke", then the HTML book build (warnings as errors, every chapter executed) and the
+# browser test of the built book (headless chromium, network off; tests/test_browser.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -11,3 +12,5 @@ echo "[test] pytest"
 python -m pytest -q "$@"
 echo "[test] book build"
 bash "$ROOT/scripts/build_book.sh"
+echo "[test] browser"
+python -m pytest -q -m browser tests/test_browser.py
