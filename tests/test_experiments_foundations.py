@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ def test_compare_with_solver_agrees_on_a_small_socicnn():
     assert len(sel) > 0
     assert sel[["nu_err", "p_err", "r_err"]].to_numpy().max() < 1e-4
     assert df["gap"].abs().max() < 1e-5
-    assert (df["settings"] == "requested").all()
+    assert (df["settings"] == "first").all()
 
 
 def test_compare_with_solver_on_a_relu_icnn_has_no_block_duals():
@@ -33,18 +34,22 @@ def test_compare_with_solver_on_a_relu_icnn_has_no_block_duals():
     assert df["rel_err"].max() < 1e-6
 
 
-def test_fallback_to_default_settings_is_recorded():
+def test_only_uncertified_solves_are_re_solved_and_counted():
     m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
     X = torch.randn(2, 3, dtype=F64)
     with pytest.raises(sc.lifting.LiftingError):
-        ve.compare_with_solver(m, X, "clarabel", fallback=False, max_iter=1)
-    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
-    assert (df["settings"] == "default").all()
+        ve.compare_with_solver(m, X, "clarabel", max_iter=1)
+    df = ve.compare_with_solver(m, X, "clarabel", resolve={}, max_iter=1)
+    assert (df["settings"] == "re-solved").all() and (df["status"] == "optimal").all()
     assert df["rel_err"].max() < 1e-6
+    first = ve.compare_with_solver(m, X, "clarabel", resolve={"max_iter": 1})
+    assert (first["settings"] == "first").all()
+    summary = ve.summarize(pd.concat([df, first]).assign(passthrough=True, seed=0))
+    assert int(summary["re_solved"].sum()) == 2 and int(summary["inaccurate"].sum()) == 0
 
 
-def test_inaccurate_default_solution_is_kept_and_counted(monkeypatch):
-    """When even the default settings stop short of 'optimal', the row is kept and flagged."""
+def test_inaccurate_re_solve_is_kept_and_counted(monkeypatch):
+    """When the re-solve also stops short of 'optimal', the row is kept and flagged."""
     m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
     X = torch.randn(2, 3, dtype=F64)
     solve = sc.lifting.LiftedProblem.solve
@@ -57,10 +62,10 @@ def test_inaccurate_default_solution_is_kept_and_counted(monkeypatch):
         return sol
 
     monkeypatch.setattr(sc.lifting.LiftedProblem, "solve", inaccurate)
-    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
-    assert (df["settings"] == "default (inaccurate)").all()
+    df = ve.compare_with_solver(m, X, "clarabel", resolve={})
+    assert (df["settings"] == "re-solved").all() and (df["status"] == "optimal_inaccurate").all()
     summary = ve.summarize(df.assign(passthrough=True, seed=0))
-    assert int(summary["inaccurate"].sum()) == 2 and int(summary["default_settings"].sum()) == 2
+    assert int(summary["inaccurate"].sum()) == 2 and int(summary["re_solved"].sum()) == 2
 
 
 def test_run_value_equivalence_is_repeatable_and_summarised():
