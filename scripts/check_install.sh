@@ -41,7 +41,7 @@ for t in tables:
     print(r.load_table(t).describe())
 print(f"installed package OK: {pkg}")
 PYEOF
-n_stored="$(ls "$ROOT"/src/socicnn/data/results/*.csv 2>/dev/null | wc -l)"
+n_stored="$( (find "$ROOT/src/socicnn/data/results" -maxdepth 1 -name "*.csv" 2>/dev/null || true) | wc -l)"
 cd "$TMP/outside"
 env -u PYTHONPATH -u SOCICNN_RESULTS_DIR OMP_NUM_THREADS=1 "$TMP/venv/bin/python" snippet.py
 env -u PYTHONPATH -u SOCICNN_RESULTS_DIR "$TMP/venv/bin/python" check.py "$n_stored"
