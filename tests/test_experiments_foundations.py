@@ -126,3 +126,15 @@ def test_relu_width_sweep_small():
         ex.relu_width_sweep("cube", 2, (2,))
     with pytest.raises(ValueError, match="widths"):
         ex.relu_width_sweep("norm", 2, ())
+
+
+def test_expressivity_sweep_covers_targets_dims_and_seeds():
+    kw = dict(steps=5, n_train=64, n_val=16, n_test=64, batch_size=32)
+    df = ex.expressivity_sweep(("half_squared_norm", "norm"), (2, 3), (0, 1), (2, 3), **kw)
+    assert len(df) == 2 * 2 * 2 * 3  # two ReLU widths and the block model per (target, d, seed)
+    assert set(df["target"]) == {"half_squared_norm", "norm"} and set(df["d"]) == {2, 3}
+    one = ex.relu_width_sweep("norm", 3, (2, 3), seed=1, **kw)
+    sel = df[(df["target"] == "norm") & (df["d"] == 3) & (df["seed"] == 1)]
+    np.testing.assert_array_equal(sel["test_mse"].to_numpy(), one["test_mse"].to_numpy())
+    with pytest.raises(ValueError, match="non-empty"):
+        ex.expressivity_sweep((), (2,), (0,), (2,))
