@@ -106,11 +106,22 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(profile: str, device: torch.device | str, **config) -> dict:
     """Package version, checkout commit (``None`` when installed), versions, device, profile,
     date and ``config`` (JSON-serialisable values)."""
     dev = torch.device(device)
-    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
     root = checkout_root()
     status = _git(root, "status", "--porcelain") if root is not None else None
     return {
