@@ -118,3 +118,27 @@ def test_provenance_records_the_checkout_only_when_run_from_it(tmp_path):
     source, commit, stored = json.loads(out.stdout.strip().splitlines()[-1])
     assert (source, commit) == ("installed", None)
     assert Path(stored) == site / "socicnn" / "data" / "results"
+
+
+def test_a_run_records_the_commit_it_started_from(tmp_path):
+    """A checkout that moves on while a long run is going: the table records the starting commit."""
+    proj = tmp_path / "checkout"
+    shutil.copytree(Path(socicnn.__file__).resolve().parent, proj / "src" / "socicnn")
+    shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], cwd=proj, check=True)
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+    code = f"""
+import subprocess, pandas as pd, socicnn.profiles as p, socicnn.results as r
+p.setup("paper", "cpu", 0, verbose=False)
+open("later.txt", "w").write("x")
+subprocess.run({git!r} + ["add", "later.txt"], check=True)
+subprocess.run({git!r} + ["commit", "-q", "-m", "second"], check=True)
+r.save_table(pd.DataFrame({{"a": [1]}}), "t.csv", profile="paper", device="cpu")
+"""
+    env = {**os.environ, "PYTHONPATH": str(proj / "src")}
+    subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, check=True, capture_output=True)
+    meta = load_table(proj / "t.csv").meta
+    assert meta["source"] == "checkout" and meta["git_commit"] == first and meta["git_dirty"] is False
