@@ -40,6 +40,7 @@ __all__ = [
     "STORED_ENV",
     "StoredTable",
     "checkout_root",
+    "checkout_state",
     "load_stored",
     "load_table",
     "output_dir",
@@ -91,6 +92,21 @@ def checkout_root() -> Path | None:
     return root if top is not None and Path(top).resolve() == root else None
 
 
+@cache
+def checkout_state() -> tuple[str | None, bool | None]:
+    """``(commit, has uncommitted changes)`` of :func:`checkout_root`, or ``(None, None)``.
+
+    Taken once per process, at the first call (:func:`socicnn.profiles.setup` makes it at the
+    start of a chapter), so a long run records the commit it started from, not the one the
+    checkout has moved to when the run saves its table.
+    """
+    root = checkout_root()
+    if root is None:
+        return None, None
+    status = _git(root, "status", "--porcelain")
+    return _git(root, "rev-parse", "HEAD"), None if status is None else bool(status)
+
+
 def _git(cwd: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -106,18 +122,29 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(profile: str, device: torch.device | str, **config) -> dict:
     """Package version, checkout commit (``None`` when installed), versions, device, profile,
     date and ``config`` (JSON-serialisable values)."""
     dev = torch.device(device)
-    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
     root = checkout_root()
-    status = _git(root, "status", "--porcelain") if root is not None else None
+    commit, dirty = checkout_state()
     return {
         "package_version": _version("socicnn"),
         "source": "checkout" if root is not None else "installed",
-        "git_commit": _git(root, "rev-parse", "HEAD") if root is not None else None,
-        "git_dirty": None if status is None else bool(status),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "device": str(dev),
         "hardware": hardware,

@@ -6,7 +6,8 @@
 - :func:`exact_block_model` / :func:`exact_representation`: ``1/2 ||x||^2`` and ``||x||`` are
   one quadratic / one norm block with a zero backbone, represented exactly.
 - :func:`relu_width_sweep`: ReLU-ICNNs of increasing width fitted to such a target, whose error
-  only decays with width (a ReLU-ICNN is piecewise linear, the targets are not).
+  only decays with width (a ReLU-ICNN is piecewise linear, the targets are not);
+  :func:`expressivity_sweep` repeats it over targets, dimensions and seeds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "affine_pieces",
     "exact_block_model",
     "exact_representation",
+    "expressivity_sweep",
     "piece_values",
     "relu_width_sweep",
 ]
@@ -215,3 +217,19 @@ def relu_width_sweep(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def expressivity_sweep(
+    targets: Sequence[str], dims: Sequence[int], seeds: Sequence[int], widths: Sequence[int], **kwargs
+) -> pd.DataFrame:
+    """:func:`relu_width_sweep` for every target, input dimension and seed (``kwargs`` passed
+    on), as one table with ``target, d, seed`` columns added."""
+    if not targets or not dims or not seeds:
+        raise ValueError("targets, dims and seeds must be non-empty")
+    tables = [
+        relu_width_sweep(t, int(d), widths, seed=int(s), **kwargs).assign(target=t, d=int(d), seed=int(s))
+        for t in targets
+        for d in dims
+        for s in seeds
+    ]
+    return pd.concat(tables, ignore_index=True)
