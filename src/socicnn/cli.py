@@ -145,11 +145,14 @@ def _execute(book: Path, chapter: str, args, out: Path, step: str) -> bool:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(jupytext.read(md), src, fmt="ipynb")
+        nb = jupytext.read(md)
+        jupytext.write(nb, src, fmt="ipynb")
+        has_parameters = any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+        parameters = {"PROFILE": args.profile, "DEVICE": args.device, "SEED": args.seed} if has_parameters else {}
         try:
             papermill.execute_notebook(
-                str(src), str(nb_out), parameters={"PROFILE": args.profile, "DEVICE": args.device, "SEED": args.seed},
-                kernel_name="python3", cwd=str(md.parent), progress_bar=True,
+                str(src), str(nb_out), parameters=parameters, kernel_name="python3", cwd=str(md.parent),
+                progress_bar=True,
             )
         except papermill.PapermillExecutionError as exc:
             print(f"{step} {name} FAILED in cell {exc.exec_count}: {exc.ename}: {exc.evalue} (see {nb_out})")
