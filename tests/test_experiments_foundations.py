@@ -88,18 +88,6 @@ def test_run_value_equivalence_rejects_bad_sizes():
         ve.run_value_equivalence(3, (4,), seeds=())
 
 
-def test_exact_blocks_represent_the_targets():
-    df = ex.exact_representation(5, n_points=200)
-    assert set(df["target"]) == {"half_squared_norm", "norm"}
-    assert df["max_rel_err"].max() < 1e-14
-    m = ex.exact_block_model("norm", 3)
-    assert m.norm_dims == (3,) and m.quad_dims == ()
-    with torch.no_grad():
-        assert float(m(torch.zeros(3, dtype=F64))) == 0.0
-    with pytest.raises(ValueError, match="unknown target"):
-        ex.exact_block_model("cube", 3)
-
-
 def test_affine_pieces_are_lower_bounds_whose_max_is_f():
     m = sc.ReLUICNN(1, (6, 6), dtype=F64, seed=2)
     grid = torch.linspace(-3, 3, 301, dtype=F64)[:, None]
