@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint, unit/property tests, every chapter through papermill at
-# PROFILE="smoke", then the HTML book build (warnings as errors, every chapter executed) and the
-# browser test of the built book (headless chromium, network off; tests/test_browser.py).
+# PROFILE="smoke", the installed-wheel check (tests/test_install.py: scripts/check_install.sh),
+# then the HTML book build (warnings as errors, every chapter executed) and the browser test of
+# the built book (headless chromium, network off; tests/test_browser.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -10,6 +11,8 @@ echo "[test] ruff"
 ruff check src tests benchmarks
 echo "[test] pytest"
 python -m pytest -q "$@"
+echo "[test] wheel installed non-editably into a fresh virtualenv"
+python -m pytest -q -m install tests/test_install.py
 echo "[test] book build"
 bash "$ROOT/scripts/build_book.sh"
 echo "[test] browser"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ def test_compare_with_solver_agrees_on_a_small_socicnn():
     assert len(sel) > 0
     assert sel[["nu_err", "p_err", "r_err"]].to_numpy().max() < 1e-4
     assert df["gap"].abs().max() < 1e-5
-    assert (df["settings"] == "requested").all()
+    assert (df["settings"] == "first").all()
 
 
 def test_compare_with_solver_on_a_relu_icnn_has_no_block_duals():
@@ -33,18 +34,22 @@ def test_compare_with_solver_on_a_relu_icnn_has_no_block_duals():
     assert df["rel_err"].max() < 1e-6
 
 
-def test_fallback_to_default_settings_is_recorded():
+def test_only_uncertified_solves_are_re_solved_and_counted():
     m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
     X = torch.randn(2, 3, dtype=F64)
     with pytest.raises(sc.lifting.LiftingError):
-        ve.compare_with_solver(m, X, "clarabel", fallback=False, max_iter=1)
-    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
-    assert (df["settings"] == "default").all()
+        ve.compare_with_solver(m, X, "clarabel", max_iter=1)
+    df = ve.compare_with_solver(m, X, "clarabel", resolve={}, max_iter=1)
+    assert (df["settings"] == "re-solved").all() and (df["status"] == "optimal").all()
     assert df["rel_err"].max() < 1e-6
+    first = ve.compare_with_solver(m, X, "clarabel", resolve={"max_iter": 1})
+    assert (first["settings"] == "first").all()
+    summary = ve.summarize(pd.concat([df, first]).assign(passthrough=True, seed=0))
+    assert int(summary["re_solved"].sum()) == 2 and int(summary["inaccurate"].sum()) == 0
 
 
-def test_inaccurate_default_solution_is_kept_and_counted(monkeypatch):
-    """When even the default settings stop short of 'optimal', the row is kept and flagged."""
+def test_inaccurate_re_solve_is_kept_and_counted(monkeypatch):
+    """When the re-solve also stops short of 'optimal', the row is kept and flagged."""
     m = sc.SOCICNN(3, (6,), quad_dims=(2,), dtype=F64, seed=1)
     X = torch.randn(2, 3, dtype=F64)
     solve = sc.lifting.LiftedProblem.solve
@@ -57,10 +62,10 @@ def test_inaccurate_default_solution_is_kept_and_counted(monkeypatch):
         return sol
 
     monkeypatch.setattr(sc.lifting.LiftedProblem, "solve", inaccurate)
-    df = ve.compare_with_solver(m, X, "clarabel", max_iter=1)
-    assert (df["settings"] == "default (inaccurate)").all()
+    df = ve.compare_with_solver(m, X, "clarabel", resolve={})
+    assert (df["settings"] == "re-solved").all() and (df["status"] == "optimal_inaccurate").all()
     summary = ve.summarize(df.assign(passthrough=True, seed=0))
-    assert int(summary["inaccurate"].sum()) == 2 and int(summary["default_settings"].sum()) == 2
+    assert int(summary["inaccurate"].sum()) == 2 and int(summary["re_solved"].sum()) == 2
 
 
 def test_run_value_equivalence_is_repeatable_and_summarised():
@@ -81,18 +86,6 @@ def test_run_value_equivalence_rejects_bad_sizes():
         ve.run_value_equivalence(3, (4,), n_inputs=0)
     with pytest.raises(ValueError, match="non-empty"):
         ve.run_value_equivalence(3, (4,), seeds=())
-
-
-def test_exact_blocks_represent_the_targets():
-    df = ex.exact_representation(5, n_points=200)
-    assert set(df["target"]) == {"half_squared_norm", "norm"}
-    assert df["max_rel_err"].max() < 1e-14
-    m = ex.exact_block_model("norm", 3)
-    assert m.norm_dims == (3,) and m.quad_dims == ()
-    with torch.no_grad():
-        assert float(m(torch.zeros(3, dtype=F64))) == 0.0
-    with pytest.raises(ValueError, match="unknown target"):
-        ex.exact_block_model("cube", 3)
 
 
 def test_affine_pieces_are_lower_bounds_whose_max_is_f():
@@ -121,3 +114,15 @@ def test_relu_width_sweep_small():
         ex.relu_width_sweep("cube", 2, (2,))
     with pytest.raises(ValueError, match="widths"):
         ex.relu_width_sweep("norm", 2, ())
+
+
+def test_expressivity_sweep_covers_targets_dims_and_seeds():
+    kw = dict(steps=5, n_train=64, n_val=16, n_test=64, batch_size=32)
+    df = ex.expressivity_sweep(("half_squared_norm", "norm"), (2, 3), (0, 1), (2, 3), **kw)
+    assert len(df) == 2 * 2 * 2 * 3  # two ReLU widths and the block model per (target, d, seed)
+    assert set(df["target"]) == {"half_squared_norm", "norm"} and set(df["d"]) == {2, 3}
+    one = ex.relu_width_sweep("norm", 3, (2, 3), seed=1, **kw)
+    sel = df[(df["target"] == "norm") & (df["d"] == 3) & (df["seed"] == 1)]
+    np.testing.assert_array_equal(sel["test_mse"].to_numpy(), one["test_mse"].to_numpy())
+    with pytest.raises(ValueError, match="non-empty"):
+        ex.expressivity_sweep((), (2,), (0,), (2,))

@@ -1,24 +1,41 @@
-"""Result tables are saved with provenance and read back; absent tables are reported as absent."""
+"""Result tables are saved with provenance and read back; absent tables are reported as absent,
+and tables whose provenance is missing, incomplete, corrupt or disagrees with them are refused."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from socicnn.results import RESULTS_DIR, load_table, save_table
+import socicnn
+from socicnn import results
+from socicnn.profiles import setup
+from socicnn.results import load_stored, load_table, output_dir, provenance, record, save_table, stored_dir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_save_and_load_round_trip_with_provenance(tmp_path):
     table = pd.DataFrame({"dim": [5, 10], "rel_l2": [0.1, 0.2]})
-    path = save_table(table, tmp_path / "sub" / "t.csv", profile="book", device="cpu", steps=240)
+    path = save_table(table, tmp_path / "sub" / "t.csv", profile="book", device="cpu", wall_time=12.5, steps=240)
     stored = load_table(path)
     pd.testing.assert_frame_equal(stored.table, table)
     meta = stored.meta
     assert meta["profile"] == "book" and meta["device"] == "cpu" and meta["rows"] == 2
-    assert meta["config"] == {"steps": 240}
-    assert meta["versions"]["torch"] and meta["versions"]["socicnn"]
-    assert "git_commit" in meta and "date" in meta
+    assert meta["config"] == {"steps": 240} and meta["wall_time_s"] == 12.5
+    assert meta["package_version"] == socicnn.__version__
+    assert meta["versions"]["torch"] and meta["versions"]["clarabel"]
     assert "t.csv: 2 rows, profile=book" in stored.describe()
+
+
+def _saved(tmp_path) -> Path:
+    return save_table(pd.DataFrame({"a": [1, 2, 3]}), tmp_path / "t.csv", profile="paper", device="cpu")
 
 
 def test_absent_and_unprovenanced_tables(tmp_path):
@@ -28,4 +45,100 @@ def test_absent_and_unprovenanced_tables(tmp_path):
         load_table(tmp_path / "bare.csv")
     with pytest.raises(ValueError, match="csv"):
         save_table(pd.DataFrame(), tmp_path / "t.parquet", profile="book", device="cpu")
-    assert RESULTS_DIR.parts[-2:] == ("data", "results")
+
+
+@pytest.mark.parametrize("meta", [{}, [], {"profile": "paper", "rows": 3}])
+def test_empty_or_incomplete_provenance_is_refused(tmp_path, meta):
+    path = _saved(tmp_path)
+    path.with_suffix(".meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"t\.meta\.json"):
+        load_table(path)
+
+
+def test_row_count_must_match_the_provenance(tmp_path):
+    path = _saved(tmp_path)
+    path.write_text("a\n1\n2\n")
+    with pytest.raises(ValueError, match=r"2 rows but its provenance t\.meta\.json records 3"):
+        load_table(path)
+
+
+def test_corrupt_provenance_names_the_file(tmp_path):
+    path = _saved(tmp_path)
+    path.with_suffix(".meta.json").write_text('{"profile": "paper",')
+    with pytest.raises(ValueError, match=r"t\.meta\.json is not valid JSON"):
+        load_table(path)
+
+
+def test_stored_dir_is_package_data_unless_overridden(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.STORED_ENV, raising=False)
+    assert stored_dir() == Path(socicnn.__file__).resolve().parent / "data" / "results"
+    monkeypatch.setenv(results.STORED_ENV, str(tmp_path))
+    assert stored_dir() == tmp_path
+    assert load_stored("t") is None
+    _saved(tmp_path)
+    assert load_stored("t").table["a"].tolist() == [1, 2, 3]
+
+
+def test_new_results_go_under_the_working_directory_unless_overridden(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.OUT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert output_dir() == tmp_path / "results-local"
+    table = pd.DataFrame({"a": [1.0]})
+    assert record(table, "x", setup("book", "cpu", 0, verbose=False)) is None  # book runs keep nothing
+    assert not (tmp_path / "results-local").exists()
+    written = record(table, "x", setup("paper", "cpu", 3, verbose=False), wall_time=1.0, note="n")
+    assert written == tmp_path / "results-local" / "x.csv"
+    assert load_table(written).meta["config"] == {"seed": 3, "note": "n"}
+    monkeypatch.setenv(results.OUT_ENV, str(tmp_path / "out"))
+    assert record(table, "y", setup("smoke", "cpu", 0, verbose=False)) == tmp_path / "out" / "y.csv"
+
+
+def test_provenance_records_the_checkout_only_when_run_from_it(tmp_path):
+    here = provenance("book", "cpu")
+    if results.checkout_root() == ROOT:  # this test run imports the package from the checkout
+        assert here["source"] == "checkout" and len(here["git_commit"]) == 40
+    # An installed copy in a virtualenv that sits inside some git checkout (run from that
+    # checkout): neither that checkout's commit nor a path derived from the venv may be used.
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    (proj / "f").write_text("x")
+    subprocess.run(["git", "add", "f"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], cwd=proj, check=True)
+    site = proj / ".venv" / "lib" / "python3.11" / "site-packages"
+    shutil.copytree(Path(socicnn.__file__).resolve().parent, site / "socicnn")
+    code = (
+        "import json, socicnn.results as r; p = r.provenance('book', 'cpu'); "
+        "print(json.dumps([p['source'], p['git_commit'], str(r.stored_dir())]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop(results.STORED_ENV, None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, capture_output=True, text=True, check=True)
+    source, commit, stored = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (source, commit) == ("installed", None)
+    assert Path(stored) == site / "socicnn" / "data" / "results"
+
+
+def test_a_run_records_the_commit_it_started_from(tmp_path):
+    """A checkout that moves on while a long run is going: the table records the starting commit."""
+    proj = tmp_path / "checkout"
+    shutil.copytree(Path(socicnn.__file__).resolve().parent, proj / "src" / "socicnn")
+    shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], cwd=proj, check=True)
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+    code = f"""
+import subprocess, pandas as pd, socicnn.profiles as p, socicnn.results as r
+p.setup("paper", "cpu", 0, verbose=False)
+open("later.txt", "w").write("x")
+subprocess.run({git!r} + ["add", "later.txt"], check=True)
+subprocess.run({git!r} + ["commit", "-q", "-m", "second"], check=True)
+r.save_table(pd.DataFrame({{"a": [1]}}), "t.csv", profile="paper", device="cpu")
+"""
+    env = {**os.environ, "PYTHONPATH": str(proj / "src")}
+    subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, check=True, capture_output=True)
+    meta = load_table(proj / "t.csv").meta
+    assert meta["source"] == "checkout" and meta["git_commit"] == first and meta["git_dirty"] is False

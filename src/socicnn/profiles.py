@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._checks import check_choice
+from .results import checkout_state
 
 PROFILES = ("smoke", "book", "paper")
 DEVICES = ("auto", "cpu", "cuda")
@@ -84,6 +85,7 @@ def setup(profile: str, device: str = "auto", seed: int = 0, *, verbose: bool = 
     check_choice("PROFILE", profile, PROFILES)
     dev = resolve_device(device)
     seed_everything(seed)
+    checkout_state()  # the commit this run starts from, for the provenance of its tables
     ctx = RunContext(profile, dev, int(seed), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     if verbose:
         print(ctx.describe())

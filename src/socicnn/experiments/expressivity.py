@@ -3,10 +3,9 @@
 - :func:`affine_pieces` / :func:`piece_values`: a ReLU-ICNN is the maximum of the affine
   functions ``x -> dual objective at nu``, one per vertex ``nu`` of its dual polytope that is
   optimal somewhere; the canonical multipliers at a set of anchor points give those vertices.
-- :func:`exact_block_model` / :func:`exact_representation`: ``1/2 ||x||^2`` and ``||x||`` are
-  one quadratic / one norm block with a zero backbone, represented exactly.
 - :func:`relu_width_sweep`: ReLU-ICNNs of increasing width fitted to such a target, whose error
-  only decays with width (a ReLU-ICNN is piecewise linear, the targets are not).
+  only decays with width (a ReLU-ICNN is piecewise linear, the targets are not);
+  :func:`expressivity_sweep` repeats it over targets, dimensions and seeds.
 """
 
 from __future__ import annotations
@@ -21,13 +20,11 @@ from ..model import SOCICNN, ReLUICNN
 from ..profiles import resolve_device
 from ..readout import dual_objective, readout
 from ..train import fit, mse
-from ..weights import SOCICNNWeights
 
 __all__ = [
     "TARGETS",
     "affine_pieces",
-    "exact_block_model",
-    "exact_representation",
+    "expressivity_sweep",
     "piece_values",
     "relu_width_sweep",
 ]
@@ -41,7 +38,8 @@ def _euclidean_norm(X: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((X * X).sum(-1))
 
 
-#: Targets ``(N, d) -> (N,)`` by name, with the block that represents each exactly.
+#: Targets ``(N, d) -> (N,)`` by name, with the block that represents each exactly
+#: (``1/2 ||x||^2`` is a quadratic block with ``B = I``, ``||x||`` a norm block with ``A = I``).
 TARGETS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
     "half_squared_norm": (_half_squared_norm, "quadratic"),
     "norm": (_euclidean_norm, "norm"),
@@ -83,56 +81,6 @@ def piece_values(model: SOCICNN, pieces: list[torch.Tensor], X: torch.Tensor) ->
         nu_k = [n[k].expand(x2.shape[0], -1) for n in pieces]
         rows.append(dual_objective(model, x2, nu_k, [], []))
     return torch.stack(rows, 0)
-
-
-# --------------------------------------------------------------------------- exact blocks
-def exact_block_model(
-    target: str, in_dim: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
-) -> SOCICNN:
-    """An SOC-ICNN equal to ``target`` exactly: a zero backbone (one unit, ``c = 0``) plus one
-    quadratic block ``(1/2) ||I x||^2`` or one norm block ``||I x||``."""
-    _, block = _target(target)
-    kw = {"dtype": dtype, "device": device}
-    eye, zero_d = torch.eye(in_dim, **kw), torch.zeros(in_dim, **kw)
-    one = torch.ones((), **kw)
-    weights = SOCICNNWeights(
-        W=[torch.zeros(1, in_dim, **kw)],
-        U=[None],
-        b=[torch.zeros(1, **kw)],
-        c=torch.zeros(1, **kw),
-        v=torch.zeros(in_dim, **kw),
-        b0=torch.zeros((), **kw),
-        quad=[(one, eye, zero_d)] if block == "quadratic" else [],
-        norm=[(one, eye, zero_d)] if block == "norm" else [],
-    )
-    return SOCICNN.from_weights(weights)
-
-
-@torch.no_grad()
-def exact_representation(
-    in_dim: int, n_points: int = 1000, *, seed: int = 0, dtype: torch.dtype = torch.float64
-) -> pd.DataFrame:
-    """Evaluate :func:`exact_block_model` against each target at ``x ~ N(0, 4 I)``.
-
-    Returns one row per target: ``target, block, params, max_abs_err, max_rel_err``.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    X = 2.0 * torch.randn(n_points, in_dim, generator=gen, dtype=torch.float64).to(dtype)
-    rows = []
-    for name, (fn, block) in TARGETS.items():
-        model = exact_block_model(name, in_dim, dtype=dtype)
-        y = fn(X)
-        err = (model(X) - y).abs()
-        rows.append(
-            {
-                "target": name,
-                "block": block,
-                "params": model.num_parameters(),
-                "max_abs_err": float(err.max()),
-                "max_rel_err": float((err / y.abs().clamp_min(torch.finfo(dtype).tiny)).max()),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- width sweep
@@ -215,3 +163,19 @@ def relu_width_sweep(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def expressivity_sweep(
+    targets: Sequence[str], dims: Sequence[int], seeds: Sequence[int], widths: Sequence[int], **kwargs
+) -> pd.DataFrame:
+    """:func:`relu_width_sweep` for every target, input dimension and seed (``kwargs`` passed
+    on), as one table with ``target, d, seed`` columns added."""
+    if not targets or not dims or not seeds:
+        raise ValueError("targets, dims and seeds must be non-empty")
+    tables = [
+        relu_width_sweep(t, int(d), widths, seed=int(s), **kwargs).assign(target=t, d=int(d), seed=int(s))
+        for t in targets
+        for d in dims
+        for s in seeds
+    ]
+    return pd.concat(tables, ignore_index=True)

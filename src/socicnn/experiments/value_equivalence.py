@@ -45,7 +45,7 @@ def compare_with_solver(
     solver: str = "auto",
     *,
     margin_threshold: float = 1e-6,
-    fallback: bool = True,
+    resolve: dict | None = None,
     **solver_options,
 ) -> pd.DataFrame:
     """Forward value and closed-form duals vs the lifted problem's solution, one row per input.
@@ -56,12 +56,13 @@ def compare_with_solver(
         solver: conic solver (``"auto"``: MOSEK if licensed, else Clarabel).
         margin_threshold: dual errors count as compared only where the input's margin
             (distance to the nearest tie) exceeds this.
-        fallback: where the solver cannot certify the requested ``solver_options`` (a
-            :class:`~socicnn.lifting.LiftingError`, e.g. Clarabel's ``optimal_inaccurate`` at
-            very tight tolerances), re-solve with the solver's default settings, and if those
-            stop short of 'optimal' too, keep the inaccurate solution; the row's ``settings``
-            and ``status`` columns say which was used. Without fallback the error propagates.
-        **solver_options: passed to the solver (e.g. Clarabel's ``tol_gap_abs``).
+        resolve: solver options for a second, cold-started solve of only those inputs where
+            the first stops short of 'optimal' (a :class:`~socicnn.lifting.LiftingError`, e.g.
+            Clarabel's ``optimal_inaccurate``); if the second solve is not certified either,
+            its inaccurate solution is kept. The row's ``settings`` (``"first"`` or
+            ``"re-solved"``) and ``status`` columns say which solve it shows and how it ended.
+            With ``resolve=None`` the error propagates.
+        **solver_options: passed to the first solve (none: the solver's defaults).
 
     Returns:
         DataFrame with columns ``input, value, solver_value, abs_err, rel_err`` (relative to
@@ -69,7 +70,7 @@ def compare_with_solver(
         difference of solver and closed-form multipliers, and the same divided by
         ``max(1, max |closed form|)``; NaN without such blocks), ``gap, primal_residual,
         dual_residual, margin, duals_compared, forward_time, solve_time, status, solver,
-        settings`` (``"requested"``, ``"default"`` or ``"default (inaccurate)"``).
+        settings``.
     """
     x2, _ = model.check_input(X)
     lifted = LiftedProblem(model, solver)
@@ -79,16 +80,17 @@ def compare_with_solver(
         t0 = time.perf_counter()
         value = float(model(x2[i]))
         forward_time = time.perf_counter() - t0
-        settings = "requested"
-        try:
-            with warnings.catch_warnings():
-                # CVXPY warns before the status check; a failure here is handled just below.
-                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+        settings = "first"
+        with warnings.catch_warnings():
+            # CVXPY warns before the status check; the status is handled here.
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            try:
                 sol = lifted.solve(x2[i], **solver_options)
-        except LiftingError:
-            if not fallback:
-                raise
-            sol, settings = _solve_with_defaults(lifted, x2[i], retry=bool(solver_options))
+            except LiftingError:
+                if resolve is None:
+                    raise
+                sol = lifted.solve(x2[i], accept_inaccurate=True, warm_start=False, **resolve)
+                settings = "re-solved"
         margin = float(ro.margins[i])
         errors = {}
         for name, solver_mults, closed_form in (("nu", sol.nu, ro.nu), ("p", sol.p, ro.p), ("r", sol.r, ro.r)):
@@ -116,20 +118,6 @@ def compare_with_solver(
     return pd.DataFrame(rows)
 
 
-def _solve_with_defaults(lifted: LiftedProblem, x, retry: bool):
-    """Fallback after a non-optimal status: the solver's default settings, then (if those also
-    stop short of 'optimal', as Clarabel can at the paper's size) the inaccurate solution,
-    recorded as such so the table counts it and the chapter's assertions still judge it."""
-    if retry:
-        try:
-            return lifted.solve(x), "default"
-        except LiftingError:
-            pass
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-        return lifted.solve(x, accept_inaccurate=True), "default (inaccurate)"
-
-
 def run_value_equivalence(
     in_dim: int,
     hidden: Sequence[int],
@@ -141,7 +129,7 @@ def run_value_equivalence(
     passthrough: Sequence[bool] = (True, False),
     solver: str = "auto",
     margin_threshold: float = 1e-6,
-    fallback: bool = True,
+    resolve: dict | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     **solver_options,
@@ -166,7 +154,7 @@ def run_value_equivalence(
             gen = torch.Generator().manual_seed(int(seed) + 1)
             X = torch.randn(n_inputs, in_dim, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
             table = compare_with_solver(
-                model, X, solver, margin_threshold=margin_threshold, fallback=fallback, **solver_options
+                model, X, solver, margin_threshold=margin_threshold, resolve=resolve, **solver_options
             )
             tables.append(table.assign(passthrough=bool(pt), seed=int(seed)))
     return pd.concat(tables, ignore_index=True)
@@ -176,9 +164,8 @@ def summarize(results: pd.DataFrame, by: str | Sequence[str] = "passthrough") ->
     """Max/mean errors, gaps, residuals and mean timings of :func:`run_value_equivalence` rows.
 
     Dual errors are aggregated over the rows with ``duals_compared`` only; ``inputs`` and
-    ``duals_compared`` count the rows behind each group, ``default_settings`` the rows solved
-    at the solver's default settings after the requested ones failed, ``inaccurate`` the rows
-    whose kept solution was not certified optimal.
+    ``duals_compared`` count the rows behind each group, ``re_solved`` the rows whose first
+    solve was not certified optimal, ``inaccurate`` the rows whose kept solution is not.
     """
     compared = results[results["duals_compared"]]
     grouped = results.groupby(by)
@@ -200,7 +187,7 @@ def summarize(results: pd.DataFrame, by: str | Sequence[str] = "passthrough") ->
             "max_dual_res": grouped["dual_residual"].max(),
             "forward_ms": grouped["forward_time"].mean() * 1e3,
             "solve_ms": grouped["solve_time"].mean() * 1e3,
-            "default_settings": grouped["settings"].apply(lambda s: int(s.str.startswith("default").sum())),
+            "re_solved": grouped["settings"].apply(lambda s: int((s == "re-solved").sum())),
             "inaccurate": grouped["status"].apply(lambda s: int((s != "optimal").sum())),
         }
     )

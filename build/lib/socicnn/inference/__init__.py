@@ -1,0 +1,33 @@
+"""White-box inference: ``argmin_x f(x) + (beta/2)||x - y||^2`` [``x in C``] (MATH.md §4).
+
+``prox`` solves a batch of queries with readout-based first- and second-order methods (the
+``"newton"`` method steps onto the optimal face when the optimum sits on ReLU kinks), autograd
+and L-BFGS baselines, or the exact lifted SOCP. Constraint sets: :class:`Box`, :class:`Simplex`,
+:class:`Budget` (exact projections in :mod:`.projections`) or a CVXPY callable.
+"""
+
+from .constraints import Box, Budget, Constraint, CvxpyConstraint, Simplex
+from .descent import objective
+from .newton import certified_gap_bound, certified_subgradient_norm
+from .projections import project_box, project_budget, project_simplex
+from .prox import METHODS, ProxResult, prox
+from .socp import ProxSOCP, SOCPSolution
+
+__all__ = [
+    "METHODS",
+    "Box",
+    "Budget",
+    "Constraint",
+    "CvxpyConstraint",
+    "ProxResult",
+    "ProxSOCP",
+    "SOCPSolution",
+    "Simplex",
+    "certified_gap_bound",
+    "certified_subgradient_norm",
+    "objective",
+    "project_box",
+    "project_budget",
+    "project_simplex",
+    "prox",
+]

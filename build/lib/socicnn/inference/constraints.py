@@ -1,0 +1,187 @@
+"""Constraint sets for constrained inference ``min_x F_y(x)`` s.t. ``x in C``.
+
+Each named set knows three things: its exact Euclidean projection (for the projected readout
+methods), its CVXPY constraints (for the exact ``"socp"`` method), and its description as
+linear rows ``C x <= h`` / ``C x = h`` (for the face-Newton method, which treats an active row
+like a tied ReLU unit with a sign-constrained multiplier). A user callable returning CVXPY
+constraints is accepted by ``"socp"`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cvxpy as cp
+import torch
+
+from .projections import project_box, project_budget, project_simplex
+
+__all__ = ["Box", "Budget", "Constraint", "CvxpyConstraint", "LinearRows", "Simplex", "as_constraint"]
+
+
+@dataclass
+class LinearRows:
+    """``C x <= h`` (rows with ``equality[k] = False``) and ``C x = h`` (``True``).
+
+    Attributes: ``C`` ``(K, d)``, ``h`` ``(K,)``, ``equality`` ``(K,)`` bool.
+    """
+
+    C: torch.Tensor
+    h: torch.Tensor
+    equality: torch.Tensor
+
+
+class Constraint:
+    """A closed convex set ``C`` with an exact projection, CVXPY form and linear rows."""
+
+    def check(self, d: int) -> None:
+        """Raise ``ValueError`` when the set is empty or does not fit dimension ``d``."""
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """Euclidean projection of each row of ``v`` ``(N, d)``."""
+        raise NotImplementedError
+
+    def cvxpy(self, x: cp.Expression) -> list[cp.Constraint]:
+        """The set as CVXPY constraints on ``x`` ``(d,)``."""
+        raise NotImplementedError
+
+    def rows(self, d: int, dtype: torch.dtype, device: torch.device) -> LinearRows:
+        """The set as linear rows (only for polyhedral sets)."""
+        raise NotImplementedError
+
+
+def _finite_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+class Box(Constraint):
+    """``{lo <= x <= hi}``; ``lo``/``hi`` scalars or length-``d`` sequences (``+-inf`` allowed).
+
+    Raises ``ValueError`` when some ``lo_i > hi_i`` (an empty box).
+    """
+
+    def __init__(self, lo=-math.inf, hi=math.inf) -> None:
+        self.lo = torch.as_tensor(lo, dtype=torch.float64)
+        self.hi = torch.as_tensor(hi, dtype=torch.float64)
+        if self.lo.ndim > 1 or self.hi.ndim > 1:
+            raise ValueError("Box bounds must be scalars or 1-D sequences")
+        if torch.isnan(self.lo).any() or torch.isnan(self.hi).any():
+            raise ValueError("Box bounds must not be NaN")
+        if bool((self.lo > self.hi).any()):
+            raise ValueError(f"empty box: some lower bound exceeds its upper bound (lo={lo}, hi={hi})")
+
+    def check(self, d: int) -> None:
+        for name, t in (("lo", self.lo), ("hi", self.hi)):
+            if t.ndim == 1 and t.shape[0] != d:
+                raise ValueError(f"Box {name} has {t.shape[0]} entries but x has dimension {d}")
+
+    def _bounds(self, d, dtype, device):
+        return (self.lo.to(dtype=dtype, device=device).expand(d), self.hi.to(dtype=dtype, device=device).expand(d))
+
+    def project(self, v):
+        lo, hi = self._bounds(v.shape[-1], v.dtype, v.device)
+        return project_box(v, lo, hi)
+
+    def cvxpy(self, x):
+        lo, hi = (t.numpy() for t in self._bounds(x.shape[0], torch.float64, "cpu"))
+        out = []
+        if (lo > -math.inf).any():
+            keep = lo > -math.inf
+            out.append(x[keep] >= lo[keep])
+        if (hi < math.inf).any():
+            keep = hi < math.inf
+            out.append(x[keep] <= hi[keep])
+        return out
+
+    def rows(self, d, dtype, device):
+        lo, hi = self._bounds(d, dtype, device)
+        eye = torch.eye(d, dtype=dtype, device=device)
+        upper, lower = torch.isfinite(hi), torch.isfinite(lo)
+        C = torch.cat([eye[upper], -eye[lower]])
+        h = torch.cat([hi[upper], -lo[lower]])
+        return LinearRows(C, h, torch.zeros(C.shape[0], dtype=torch.bool, device=device))
+
+
+class Simplex(Constraint):
+    """The scaled probability simplex ``{x >= 0, sum x = total}`` (``total > 0``)."""
+
+    def __init__(self, total: float = 1.0) -> None:
+        self.total = _finite_number("total", total)
+        if not (math.isfinite(self.total) and self.total > 0):
+            raise ValueError(f"Simplex total must be a finite number > 0, got {total}")
+
+    def project(self, v):
+        return project_simplex(v, self.total)
+
+    def cvxpy(self, x):
+        return [x >= 0, cp.sum(x) == self.total]
+
+    def rows(self, d, dtype, device):
+        kw = {"dtype": dtype, "device": device}
+        C = torch.cat([torch.ones(1, d, **kw), -torch.eye(d, **kw)])
+        h = torch.cat([torch.full((1,), self.total, **kw), torch.zeros(d, **kw)])
+        eq = torch.zeros(d + 1, dtype=torch.bool, device=device)
+        eq[0] = True
+        return LinearRows(C, h, eq)
+
+
+class Budget(Constraint):
+    """The capped budget set ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``)."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = _finite_number("budget", budget)
+        if not (math.isfinite(self.budget) and self.budget >= 0):
+            raise ValueError(f"Budget needs a finite budget >= 0 (the set is empty otherwise), got {budget}")
+
+    def project(self, v):
+        return project_budget(v, self.budget)
+
+    def cvxpy(self, x):
+        return [x >= 0, x <= 1, cp.sum(x) <= self.budget]
+
+    def rows(self, d, dtype, device):
+        eye = torch.eye(d, dtype=dtype, device=device)
+        C = torch.cat([torch.ones(1, d, dtype=dtype, device=device), eye, -eye])
+        h = torch.cat(
+            [
+                torch.full((1,), self.budget, dtype=dtype, device=device),
+                torch.ones(d, dtype=dtype, device=device),
+                torch.zeros(d, dtype=dtype, device=device),
+            ]
+        )
+        return LinearRows(C, h, torch.zeros(2 * d + 1, dtype=torch.bool, device=device))
+
+
+class CvxpyConstraint(Constraint):
+    """A user set given by ``fn(x) -> list of CVXPY constraints``; solved exactly by ``"socp"`` only."""
+
+    def __init__(self, fn: Callable[[cp.Variable], list]) -> None:
+        if not callable(fn):
+            raise TypeError(f"expected a callable returning CVXPY constraints, got {type(fn).__name__}")
+        self.fn = fn
+
+    def cvxpy(self, x):
+        out = self.fn(x)
+        if isinstance(out, cp.constraints.constraint.Constraint):
+            out = [out]
+        if not isinstance(out, (list, tuple)) or not all(
+            isinstance(c, cp.constraints.constraint.Constraint) for c in out
+        ):
+            raise TypeError("a constraint callable must return a CVXPY constraint or a list of them")
+        return list(out)
+
+
+def as_constraint(constraint) -> Constraint | None:
+    """``None``, a :class:`Constraint`, or a callable (wrapped as :class:`CvxpyConstraint`)."""
+    if constraint is None or isinstance(constraint, Constraint):
+        return constraint
+    if callable(constraint):
+        return CvxpyConstraint(constraint)
+    raise TypeError(
+        "constraint must be None, sc.inference.Box/Simplex/Budget, or a callable returning CVXPY "
+        f"constraints; got {type(constraint).__name__}"
+    )

@@ -1,0 +1,163 @@
+"""Norm (conic) blocks ``f_N(x) = lam ||A x + d||_2`` with ``lam >= 0`` (MATH.md §1-3).
+
+Lifting: an epigraph variable ``t`` with ``||u|| <= t`` (a second-order cone), objective
+``lam * t``, where ``u = A x + d``. Multiplier: ``r = lam u / ||u||`` when ``u != 0``; any
+``||r|| <= lam`` is optimal at ``u = 0``, where the canonical selector takes ``r = 0``.
+Slope ``A^T r``; local Hessian ``(lam / ||u||) A^T (I - u_hat u_hat^T) A`` where ``u != 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import torch
+from torch import nn
+
+from .blocks import BlockLift, ConvexBlock, DualSetLift, affine_image, to_numpy
+
+
+@dataclass
+class NormState:
+    """``u = A x + d`` ``(N, n)``, ``||u||`` ``(N,)``, ``1 / ||u||`` (0 at ties) and ``r``."""
+
+    u: torch.Tensor
+    norm: torch.Tensor
+    inv_norm: torch.Tensor  # (N,) 1 / ||u|| where ||u|| > tol, else 0.0
+    smooth: torch.Tensor  # (N,) 1.0 where ||u|| > tol, else 0.0
+    r: torch.Tensor
+
+    @property
+    def u_hat(self) -> torch.Tensor:
+        """``u / ||u||`` ``(N, n)``, 0 at ties (formed on access; the readout rarely needs it)."""
+        return self.u * self.inv_norm[:, None]
+
+
+class NormBlock(ConvexBlock):
+    """``lam ||A x + d||`` with ``lam = |lam_raw| >= 0`` by construction.
+
+    Args:
+        in_dim: input dimension ``d``.
+        dim: number of rows ``n`` of ``A``.
+        generator, dtype, device: initialisation and placement.
+    """
+
+    kind = "r"
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_dim, self.dim = in_dim, dim
+        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        g = torch.randn(dim * in_dim + dim, generator=generator, dtype=torch.float64)
+        self.A = nn.Parameter((g[: dim * in_dim].view(dim, in_dim) * in_dim**-0.5).to(**kw))
+        self.d = nn.Parameter((0.1 * g[dim * in_dim :]).to(**kw))
+        self.lam_raw = nn.Parameter(torch.ones((), **kw))
+
+    @property
+    def lam(self) -> torch.Tensor:
+        return self.lam_raw.abs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lam * _row_norms(affine_image(x, self.A, self.d))
+
+    def state(self, x: torch.Tensor, tol: float = 0.0) -> NormState:
+        u = affine_image(x, self.A, self.d)
+        norm = _row_norms(u)
+        smooth = norm > tol
+        # Guarded division: at ties u_hat = 0, so r = 0 (the canonical selector).
+        inv_norm = smooth / torch.where(smooth, norm, torch.ones_like(norm))
+        r = u * (self.lam * inv_norm)[:, None]
+        return NormState(u=u, norm=norm, inv_norm=inv_norm, smooth=smooth.to(u.dtype), r=r)
+
+    def multipliers(self, st: NormState) -> torch.Tensor:
+        return st.r
+
+    def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
+        return affine_image(mult, self.A.T)
+
+    def optimal_dual_set(self, st: NormState, tol: float) -> DualSetLift:
+        """``r = lam u / ||u||`` (a constant) where ``||u|| > tol``; any ``||r|| <= lam`` at a tie."""
+        A = to_numpy(self.A)
+        if float(st.smooth[0]) > 0:
+            return DualSetLift([], A.T @ to_numpy(st.r[0]))
+        r = cp.Variable(self.dim)
+        return DualSetLift([cp.SOC(cp.Constant(float(to_numpy(self.lam))), r)], A.T @ r)
+
+    def sample_optimal_duals(self, st: NormState, n: int, tol: float, generator: torch.Generator) -> torch.Tensor:
+        """At a tie, ``r = lam * rho * s`` with ``s`` uniform on the sphere and ``rho``
+        uniform in the ball's radial law, or ``rho = 1`` (the boundary) with probability 1/2."""
+        if float(st.smooth[0]) > 0:
+            return st.r.expand(n, -1)
+        s = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        s = s / torch.linalg.vector_norm(s, dim=1, keepdim=True)
+        rho = torch.rand(n, 1, generator=generator, dtype=torch.float64) ** (1.0 / self.dim)
+        rho = torch.where(torch.rand(n, 1, generator=generator, dtype=torch.float64) < 0.5, 1.0, rho)
+        return (rho * s).to(st.r.dtype).to(st.r.device) * self.lam
+
+    def _curvature(self, st: NormState) -> torch.Tensor:
+        """``lam / ||u||`` where smooth, 0 at ties, ``(N,)``."""
+        return self.lam * st.inv_norm
+
+    def hessian(self, st: NormState, out: torch.Tensor | None = None) -> torch.Tensor:
+        k = self._curvature(st)
+        uA = st.u_hat @ self.A  # (N, d)
+        if out is None:
+            out = torch.zeros(k.shape[0], self.in_dim, self.in_dim, dtype=k.dtype, device=k.device)
+        out.addcmul_(k[:, None, None], (self.A.T @ self.A)[None])
+        return out.addcmul_((k[:, None] * uA)[:, :, None], uA[:, None, :], value=-1)
+
+    def hvp(self, st: NormState, w: torch.Tensor) -> torch.Tensor:
+        Aw = affine_image(w, self.A)
+        k = self._curvature(st)
+        # k (I - u_hat u_hat^T) A w = k A w - (k / ||u||^2) (u^T A w) u, then A^T of it.
+        along = k * st.inv_norm.square() * torch.linalg.vecdot(st.u, Aw)
+        kproj = torch.addcmul(Aw * k[:, None], st.u, along[:, None], value=-1)
+        return affine_image(kproj, self.A.T)
+
+    def directional(self, st: NormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
+        Ad = affine_image(delta, self.A)
+        smooth_part = torch.linalg.vecdot(st.r, Ad)
+        kink_part = self.lam * torch.linalg.vector_norm(Ad, dim=-1)
+        return torch.where(st.smooth > 0, smooth_part, kink_part)
+
+    def margin(self, st: NormState) -> torch.Tensor:
+        return st.norm
+
+    def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vecdot(mult, affine_image(x, self.A, self.d))
+
+    def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.linalg.vector_norm(mult, dim=-1) - self.lam)
+
+    def numpy_weights(self) -> dict:
+        return {"lam": float(to_numpy(self.lam)), "A": to_numpy(self.A), "d": to_numpy(self.d)}
+
+    def lift(self, x) -> BlockLift:
+        """``min lam t`` s.t. ``u = A x + d``, ``||u|| <= t``. The dual of ``u = A x + d`` is ``r``."""
+        w = self.numpy_weights()
+        u = cp.Variable(self.dim)
+        t = cp.Variable()
+        link = u == w["A"] @ x + w["d"]
+
+        def read() -> np.ndarray:
+            return -np.asarray(link.dual_value, dtype=float).reshape(-1)
+
+        return BlockLift(w["lam"] * t, [link, cp.SOC(t, u)], read)
+
+
+def _row_norms(u: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms ``(N,)`` of the rows of ``u`` ``(N, n)``, with gradient 0 at a zero row
+    (the canonical selector ``r = 0``, as ``torch.linalg.vector_norm``). Spelled out because
+    ``vector_norm`` takes a slow strided path on the feature-major rows of ``affine_image``."""
+    sq = torch.linalg.vecdot(u, u)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))

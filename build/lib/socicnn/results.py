@@ -1,0 +1,257 @@
+"""Tidy result tables saved with provenance, and where they live.
+
+:func:`save_table` writes a table as CSV and a sidecar ``<name>.meta.json`` holding the
+provenance: the package version, the commit of the checkout the code was run from (only when it
+was run from a git checkout of this project, with whether its tree had uncommitted changes),
+package and solver versions, device and hardware, profile, date, wall time and any
+configuration the caller adds. :func:`load_table` reads both back and refuses tables whose
+provenance is missing, incomplete or disagrees with the CSV, or returns ``None`` when the table
+is absent, so a chapter can say so instead of inventing numbers.
+
+Two directories:
+
+- **stored results** (:func:`stored_dir`): the paper-scale tables shipped with the package
+  (``socicnn/data/results/``, package data), or the directory named by the environment
+  variable ``SOCICNN_RESULTS_DIR``. Chapters read them with :func:`load_stored`.
+- **new results** (:func:`output_dir`): where runs write, the directory named by
+  ``SOCICNN_OUT`` (set by ``socicnn run``), else ``./results-local`` under the current working
+  directory. Chapters write with :func:`record`, which writes at the ``paper`` profile or when
+  ``SOCICNN_OUT`` is set, and does nothing otherwise (so tests and book builds write nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+__all__ = [
+    "OUT_ENV",
+    "RESULTS_DIR",
+    "STORED_ENV",
+    "StoredTable",
+    "checkout_root",
+    "checkout_state",
+    "load_stored",
+    "load_table",
+    "output_dir",
+    "provenance",
+    "record",
+    "save_table",
+    "stored_dir",
+]
+
+STORED_ENV = "SOCICNN_RESULTS_DIR"
+OUT_ENV = "SOCICNN_OUT"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGES = ("socicnn", "torch", "numpy", "pandas", "scipy", "cvxpy", "clarabel")
+#: Keys every provenance record must hold for a table to be shown.
+REQUIRED = ("package_version", "versions", "device", "hardware", "profile", "date", "rows", "config")
+
+
+def stored_dir() -> Path:
+    """The stored paper-scale results: ``$SOCICNN_RESULTS_DIR`` if set, else the package's own."""
+    env = os.environ.get(STORED_ENV)
+    return Path(env).expanduser() if env else PACKAGE_DIR / "data" / "results"
+
+
+#: :func:`stored_dir` as it was when the module was imported (prefer calling :func:`stored_dir`).
+RESULTS_DIR = stored_dir()
+
+
+def output_dir() -> Path:
+    """Where new result tables go: ``$SOCICNN_OUT`` if set, else ``./results-local``."""
+    env = os.environ.get(OUT_ENV)
+    return Path(env).expanduser() if env else Path.cwd() / "results-local"
+
+
+@cache
+def checkout_root() -> Path | None:
+    """The git checkout this package is imported from, or ``None`` for an installed copy.
+
+    The package counts as run from a checkout only when its source directory is ``src/socicnn``
+    of a git work tree whose ``pyproject.toml`` is this project's (an editable install or
+    ``PYTHONPATH=src``); a wheel installed into a virtualenv that happens to sit inside some
+    checkout is not.
+    """
+    root = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR != root / "src" / "socicnn" or not (root / "pyproject.toml").is_file():
+        return None
+    if 'name = "socicnn"' not in (root / "pyproject.toml").read_text(encoding="utf-8"):
+        return None
+    top = _git(root, "rev-parse", "--show-toplevel")
+    return root if top is not None and Path(top).resolve() == root else None
+
+
+@cache
+def checkout_state() -> tuple[str | None, bool | None]:
+    """``(commit, has uncommitted changes)`` of :func:`checkout_root`, or ``(None, None)``.
+
+    Taken once per process, at the first call (:func:`socicnn.profiles.setup` makes it at the
+    start of a chapter), so a long run records the commit it started from, not the one the
+    checkout has moved to when the run saves its table.
+    """
+    root = checkout_root()
+    if root is None:
+        return None, None
+    status = _git(root, "status", "--porcelain")
+    return _git(root, "rev-parse", "HEAD"), None if status is None else bool(status)
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(profile: str, device: torch.device | str, **config) -> dict:
+    """Package version, checkout commit (``None`` when installed), versions, device, profile,
+    date and ``config`` (JSON-serialisable values)."""
+    dev = torch.device(device)
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
+    root = checkout_root()
+    commit, dirty = checkout_state()
+    return {
+        "package_version": _version("socicnn"),
+        "source": "checkout" if root is not None else "installed",
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
+        "device": str(dev),
+        "hardware": hardware,
+        "cpu_count": os.cpu_count(),
+        "profile": profile,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config,
+    }
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(".meta.json")
+
+
+def save_table(
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    profile: str,
+    device: torch.device | str,
+    wall_time: float | None = None,
+    **config,
+) -> Path:
+    """Write ``table`` to ``path`` (``.csv``) and its provenance to ``<path stem>.meta.json``.
+
+    ``wall_time`` (seconds) is the time the run that produced the table took.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    path = Path(path)
+    if path.suffix != ".csv":
+        raise ValueError(f"results are saved as .csv, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    meta = provenance(profile, device, **config)
+    meta["wall_time_s"] = None if wall_time is None else float(wall_time)
+    meta["rows"] = len(table)
+    _meta_path(path).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
+def record(table: pd.DataFrame, name: str, ctx, *, wall_time: float | None = None, **config) -> Path | None:
+    """Save a chapter's result table as ``<output_dir()>/<name>.csv`` when the run is one whose
+    results are kept (``ctx.profile == "paper"`` or ``$SOCICNN_OUT`` set); else do nothing.
+
+    ``ctx`` is the chapter's :class:`~socicnn.profiles.RunContext`. Returns the path written.
+    """
+    if ctx.profile != "paper" and not os.environ.get(OUT_ENV):
+        return None
+    return save_table(
+        table, output_dir() / f"{name}.csv", profile=ctx.profile, device=ctx.device, wall_time=wall_time,
+        seed=ctx.seed, **config,
+    )
+
+
+@dataclass
+class StoredTable:
+    """A table read back from disk with its provenance."""
+
+    table: pd.DataFrame
+    meta: dict
+    path: Path
+
+    def describe(self) -> str:
+        m = self.meta
+        origin = f"commit {m['git_commit'][:10]}" if m.get("git_commit") else "installed package"
+        wall = f", {m['wall_time_s'] / 60:.1f} min" if m.get("wall_time_s") is not None else ""
+        return (
+            f"{self.path.name}: {len(self.table)} rows, profile={m['profile']}, device={m['device']} "
+            f"({m['hardware']}), socicnn {m['package_version']} ({origin}), {m['date']}{wall}"
+        )
+
+
+def load_table(path: str | Path) -> StoredTable | None:
+    """The stored table at ``path`` with its provenance, or ``None`` if the CSV is absent.
+
+    Raises:
+        ValueError: the CSV has no ``.meta.json``, the metadata is not valid JSON, lacks a key of
+            :data:`REQUIRED`, or records a row count other than the CSV's: results need
+            provenance that matches them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    meta_path = _meta_path(path)
+    if not meta_path.is_file():
+        raise ValueError(f"{path} has no provenance file {meta_path.name}; refusing to show it")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"provenance file {meta_path} is not valid JSON ({exc}); refusing to show {path.name}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"provenance file {meta_path} must hold a JSON object, got {type(meta).__name__}")
+    missing = [key for key in REQUIRED if key not in meta]
+    if missing:
+        raise ValueError(f"provenance file {meta_path} lacks {missing}; refusing to show {path.name}")
+    table = pd.read_csv(path)
+    if meta["rows"] != len(table):
+        raise ValueError(
+            f"{path} has {len(table)} rows but its provenance {meta_path.name} records {meta['rows']}; "
+            "the table and its provenance do not belong together"
+        )
+    return StoredTable(table, meta, path)
+
+
+def load_stored(name: str) -> StoredTable | None:
+    """The stored paper-scale table ``name`` (``<stored_dir()>/<name>.csv``), or ``None``."""
+    return load_table(stored_dir() / f"{name}.csv")

@@ -1,0 +1,65 @@
+"""Choosing the conic solver behind the lifting: MOSEK when licensed, Clarabel otherwise."""
+
+from __future__ import annotations
+
+import functools
+
+import cvxpy as cp
+
+__all__ = ["SolverUnavailableError", "available_solvers", "mosek_status", "resolve_solver"]
+
+
+class SolverUnavailableError(RuntimeError):
+    """The requested conic solver is not installed or not licensed here."""
+
+
+@functools.lru_cache(maxsize=1)
+def mosek_status() -> tuple[bool, str]:
+    """``(usable, reason)``: whether MOSEK is installed, visible to CVXPY and licensed."""
+    try:
+        import mosek
+    except ImportError:
+        return False, "MOSEK is not installed: pip install 'socicnn[mosek]' (or pip install mosek)"
+    if "MOSEK" not in cp.installed_solvers():
+        return False, "MOSEK is installed but CVXPY does not see it; reinstall mosek and cvxpy"
+    try:
+        with mosek.Env() as env:
+            env.checkoutlicense(mosek.feature.pts)
+    except Exception as exc:  # mosek raises its own Error type for licence problems
+        return False, (
+            f"MOSEK has no valid licence ({exc}). Put mosek.lic in ~/mosek/ or point "
+            "MOSEKLM_LICENSE_FILE at it (academic licences are free at mosek.com)"
+        )
+    return True, "MOSEK is installed and licensed"
+
+
+def available_solvers() -> list[str]:
+    """Conic solvers usable for the lifting here, preferred first."""
+    names = [s for s in ("MOSEK", "CLARABEL", "SCS", "ECOS") if s in cp.installed_solvers()]
+    if "MOSEK" in names and not mosek_status()[0]:
+        names.remove("MOSEK")
+    return names
+
+
+def resolve_solver(solver: str) -> str:
+    """Map ``"auto"`` / a solver name (any case) to a usable CVXPY solver name.
+
+    Raises:
+        ValueError: unknown solver name.
+        SolverUnavailableError: a known solver that is not installed or not licensed.
+    """
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a string, got {type(solver).__name__}")
+    name = solver.upper()
+    if name == "AUTO":
+        return "MOSEK" if mosek_status()[0] else "CLARABEL"
+    known = {"MOSEK", "CLARABEL", "SCS", "ECOS"}
+    if name not in known:
+        raise ValueError(f"unknown solver {solver!r}; choose 'auto' or one of {sorted(known)}")
+    if name == "MOSEK":
+        ok, why = mosek_status()
+        if not ok:
+            raise SolverUnavailableError(why)
+    elif name not in cp.installed_solvers():
+        raise SolverUnavailableError(f"solver {name} is not installed (pip install {name.lower()})")
+    return name

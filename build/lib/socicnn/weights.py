@@ -1,0 +1,87 @@
+"""Effective (constraint-satisfying) weights of an SOC-ICNN as plain tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SOCICNNWeights:
+    """The effective weights of an SOC-ICNN (MATH.md §1), layers indexed ``l = 0..L-1``.
+
+    Attributes:
+        W: ``(m_l, d)`` tensors; ``W[l]`` is ``None`` for ``l >= 1`` without passthrough.
+        U: ``(m_l, m_{l-1})`` tensors, all entries ``>= 0``; ``U[0]`` is ``None``.
+        b: ``(m_l,)`` tensors.
+        c: ``(m_L,)`` tensor ``>= 0``.
+        v: ``(d,)`` tensor.
+        b0: scalar tensor.
+        quad: ``(alpha, B, e)`` per quadratic block: ``alpha >= 0`` scalar, ``B (k, d)``, ``e (k,)``.
+        norm: ``(lam, A, dvec)`` per norm block: ``lam >= 0`` scalar, ``A (n, d)``, ``dvec (n,)``.
+        activation: the backbone's activation, ``"relu"`` or ``"softplus"``.
+    """
+
+    W: list[torch.Tensor | None]
+    U: list[torch.Tensor | None]
+    b: list[torch.Tensor]
+    c: torch.Tensor
+    v: torch.Tensor
+    b0: torch.Tensor
+    quad: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    norm: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    activation: str = "relu"
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.v.shape[0])
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return tuple(int(b.shape[0]) for b in self.b)
+
+    @property
+    def passthrough(self) -> bool:
+        return len(self.W) > 1 and self.W[1] is not None
+
+    @property
+    def quad_dims(self) -> tuple[int, ...]:
+        return tuple(int(B.shape[0]) for _, B, _ in self.quad)
+
+    @property
+    def norm_dims(self) -> tuple[int, ...]:
+        return tuple(int(A.shape[0]) for _, A, _ in self.norm)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if shapes disagree or a convexity constraint is violated."""
+        d, hidden = self.in_dim, self.hidden
+        L = len(hidden)
+        if len(self.W) != L or len(self.U) != L:
+            raise ValueError(f"W and U must have one entry per layer ({L}); got {len(self.W)}, {len(self.U)}")
+        if self.W[0] is None:
+            raise ValueError("W[0] is required (the first layer always sees x)")
+        if any((w is None) != (self.W[1] is None) for w in self.W[1:]):
+            raise ValueError("W[1:] must be all tensors (passthrough) or all None")
+        if self.U[0] is not None:
+            raise ValueError("U[0] must be None (the first layer has no previous layer)")
+        for l in range(L):
+            W = self.W[l]
+            if W is not None and tuple(W.shape) != (hidden[l], d):
+                raise ValueError(f"W[{l}] has shape {tuple(W.shape)}, expected {(hidden[l], d)}")
+            if l > 0:
+                U = self.U[l]
+                if U is None or tuple(U.shape) != (hidden[l], hidden[l - 1]):
+                    raise ValueError(f"U[{l}] must have shape {(hidden[l], hidden[l - 1])}")
+                if bool((U < 0).any()):
+                    raise ValueError(f"U[{l}] has negative entries; the model would not be convex")
+        if tuple(self.c.shape) != (hidden[-1],):
+            raise ValueError(f"c has shape {tuple(self.c.shape)}, expected {(hidden[-1],)}")
+        if bool((self.c < 0).any()):
+            raise ValueError("c has negative entries; the model would not be convex")
+        for name, blocks in (("quad", self.quad), ("norm", self.norm)):
+            for i, (scale, M, off) in enumerate(blocks):
+                if float(scale) < 0:
+                    raise ValueError(f"{name}[{i}] has a negative scale; the model would not be convex")
+                if M.ndim != 2 or M.shape[1] != d or tuple(off.shape) != (M.shape[0],):
+                    raise ValueError(f"{name}[{i}] has inconsistent shapes {tuple(M.shape)}, {tuple(off.shape)}")
