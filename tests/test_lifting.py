@@ -118,6 +118,23 @@ def test_epigraph_embedded_in_a_prox_problem():
     assert best - f_star < 1e-3
 
 
+@pytest.mark.xfail(
+    strict=True, raises=sc.lifting.LiftingError, reason="needs the magnitude check at the lifting call site"
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the solver's own complaints on the unpatched path
+def test_inputs_beyond_the_solver_range_are_rejected_up_front():
+    """Huge finite inputs used to come back as "infeasible ... try another solver" although the
+    lifted problem has no constraint that could be infeasible."""
+    model = sc.SOCICNN(3, (6,), quad_dims=(2,), norm_dims=(2,), dtype=F64, seed=0)
+    with pytest.raises(ValueError, match=r"^x0 reaches 1e\+300 in absolute value, beyond 1e\+04"):
+        sc.lifting.solve(model, np.full(3, 1e300), solver="clarabel")
+    # |x0| = 5e3 is within range, but the quadratic block's value (about |x0|^2) is not.
+    x0 = np.array([5e3, -5e3, 5e3])
+    assert float(model.quad_blocks[0](torch.as_tensor(x0)[None]).detach()) > 1e4
+    with pytest.raises(ValueError, match=r"^a block's value f_b\(x0\) reaches .* beyond 1e\+04.*rescale"):
+        sc.lifting.solve(model, x0, solver="clarabel")
+
+
 def test_epigraph_rejects_wrong_shape():
     model = sc.SOCICNN(3, (4,), dtype=F64, seed=0)
     with pytest.raises(ValueError, match="x must be a CVXPY expression of shape"):

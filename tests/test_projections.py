@@ -79,8 +79,25 @@ def test_projections_are_batched_and_idempotent():
         (lambda: Budget(-1.0), "budget >= 0"),
         (lambda: Simplex(0.0), "> 0"),
         (lambda: Box([0.0, float("nan")], 1.0), "NaN"),
+        (lambda: Box(float("inf"), float("inf")), "empty box: a lower bound is \\+inf"),
+        (lambda: Box(-float("inf"), -float("inf")), "empty box: .* an upper bound is -inf"),
+        (lambda: Box([0.0, float("inf")], [1.0, float("inf")]), "empty box"),
+        (lambda: Box(np.zeros((2, 2)), 1.0), "1-D"),
     ],
+    ids=["lo > hi", "budget < 0", "total 0", "NaN", "inf inf", "-inf -inf", "inf entry", "2-D"],
 )
 def test_empty_or_invalid_sets_are_rejected(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("lo", ["a", [1.0, "b"], None, 1j], ids=["str", "mixed", "None", "complex"])
+def test_box_bounds_must_be_real_numbers(lo):
+    with pytest.raises(TypeError, match="Box lo must be"):
+        Box(lo, 1.0)
+
+
+def test_one_sided_boxes_are_not_empty():
+    v = torch.tensor([[-5.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(Box(0.0, float("inf")).project(v), torch.tensor([[0.0, 5.0]], dtype=torch.float64))
+    torch.testing.assert_close(Box(-float("inf"), 0.0).project(v), torch.tensor([[-5.0, 0.0]], dtype=torch.float64))

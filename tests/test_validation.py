@@ -63,6 +63,15 @@ def test_arrays_are_accepted(model):
         torch.testing.assert_close(model(x.tolist()), model(torch.as_tensor(x)), rtol=0, atol=0)
 
 
+def test_check_magnitude_names_the_argument_and_the_limit():
+    from socicnn._checks import check_magnitude
+
+    check_magnitude("x0", np.array([1e4, -1e4]), 1e4)  # at the limit: accepted
+    check_magnitude("x0", torch.tensor([0.5, -2.0]), 1e4)
+    with pytest.raises(ValueError, match=r"^x0 reaches 2e\+04 in absolute value, beyond 1e\+04; rescale$"):
+        check_magnitude("x0", torch.tensor([1.0, -2e4]), 1e4, "; rescale")
+
+
 def test_check_input_names_the_argument(model):
     with pytest.raises(ValueError, match=r"^delta has 4 features"):
         model.check_input(torch.zeros(D + 1, dtype=F64), "delta")
@@ -146,6 +155,39 @@ def test_validate_rejects_bad_weights(corrupt, message):
         w.validate()
     with pytest.raises(ValueError, match=message):
         sc.SOCICNN.from_weights(w)
+
+
+@pytest.mark.parametrize(
+    "corrupt, name",
+    [
+        (lambda w: w.U[1].__setitem__((0, 0), float("nan")), r"U\[1\]"),  # NaN passes U >= 0
+        (lambda w: w.W[0].__setitem__((1, 2), float("inf")), r"W\[0\]"),
+        (lambda w: w.b[1].__setitem__(0, -float("inf")), r"b\[1\]"),
+        (lambda w: setattr(w, "c", w.c * float("nan")), "c"),
+        (lambda w: setattr(w, "b0", torch.tensor(float("inf"), dtype=F64)), "b0"),
+        (lambda w: w.quad.__setitem__(0, (torch.tensor(float("nan"), dtype=F64), *w.quad[0][1:])), r"quad\[0\].alpha"),
+        (lambda w: w.norm[0][1].__setitem__((0, 0), float("nan")), r"norm\[0\].A"),
+    ],
+    ids=["U NaN", "W inf", "b -inf", "c NaN", "b0 inf", "alpha NaN", "A NaN"],
+)
+def test_validate_rejects_non_finite_weights(corrupt, name):
+    w = _weights()
+    corrupt(w)
+    with pytest.raises(ValueError, match=f"^{name} has non-finite entries"):
+        w.validate()
+    with pytest.raises(ValueError, match="non-finite"):
+        sc.SOCICNN.from_weights(w)
+
+
+def test_validate_rejects_non_tensor_weights():
+    w = _weights()
+    w.v = [0.0] * D
+    with pytest.raises(TypeError, match="v must be a torch.Tensor, got list"):
+        w.validate()
+    w = _weights()
+    w.b[0] = w.b[0].long()
+    with pytest.raises(TypeError, match=r"b\[0\] must be a floating-point tensor"):
+        w.validate()
 
 
 def test_from_weights_needs_weights():
