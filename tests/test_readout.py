@@ -145,18 +145,22 @@ def test_tol_decides_what_counts_as_a_tie():
     assert torch.isfinite(dd).all()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
     scale=st.floats(1e-4, 10.0),
     shape=st.sampled_from(SHAPES[:5]),
 )
 def test_canonical_readout_satisfies_the_support_inequality(seed, scale, shape):
+    # tol = 0: the canonical multipliers of the computed kink coordinates. (A tie tolerance
+    # tol > 0 applies the tie selector to units with 0 < |a| <= tol, whose slope is a
+    # subgradient only up to an O(tol) slack: with tol = 1e-3 this test found a violation of
+    # 5.6e-5 at seed=18, scale=1.0.)
     model = make(shape, seed=seed % 7)
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(8, D, generator=gen, dtype=torch.float64)
     Y = X + scale * torch.randn(8, D, generator=gen, dtype=torch.float64)
-    ro = sc.readout.readout(model, X, tol=1e-3)  # coarse tol: canonical selector at near-ties too
+    ro = sc.readout.readout(model, X)
     slack = model(Y) - ro.value - ((Y - X) * ro.grad).sum(1)
     assert float(slack.min()) >= -1e-9 * (1 + float(ro.value.abs().max()))
 
