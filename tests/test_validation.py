@@ -106,12 +106,26 @@ def test_bad_tolerance(model, tol, error):
         (dict(norm_dims=(-3,)), ValueError, "norm_dims must be a sequence of positive integers"),
         (dict(activation="tanh"), ValueError, r"unknown activation 'tanh'; choose one of \['relu', 'softplus'\]"),
         (dict(dtype=torch.int32), TypeError, "socicnn models work in float32 or float64"),
+        (dict(dtype=torch.float16), TypeError, "socicnn models work in float32 or float64"),
+        (dict(dtype=torch.bfloat16), TypeError, "socicnn models work in float32 or float64"),
+        (dict(hidden="32"), TypeError, "hidden must be a sequence of positive integers, got the string '32'"),
+        (dict(norm_dims="3"), TypeError, "norm_dims must be a sequence of positive integers, got the string"),
+        (dict(hidden=(4, 2.5)), TypeError, "hidden must hold integers"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):
     args = dict(in_dim=D, hidden=(4,)) | kwargs
     with pytest.raises(error, match=message):
         sc.SOCICNN(**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_rejected_before_any_work(dtype):
+    model = sc.SOCICNN(D, (4,), quad_dims=(2,), norm_dims=(2,), seed=0).to(dtype)
+    x = torch.zeros(2, D, dtype=dtype)
+    for call in (model, lambda v: sc.readout.readout(model, v), lambda v: sc.inference.prox(model, v)):
+        with pytest.raises(TypeError, match=f"socicnn models work in float32 or float64, got {dtype}"):
+            call(x)
 
 
 def test_relu_icnn_refuses_blocks():
