@@ -204,6 +204,13 @@ def test_validate_rejects_non_tensor_weights():
         w.validate()
 
 
+def test_validate_rejects_mixed_dtypes():
+    w = _weights()
+    w.W[0] = w.W[0].float()
+    with pytest.raises(ValueError, match="the weights mix dtypes"):
+        sc.SOCICNN.from_weights(w)
+
+
 def test_from_weights_needs_weights():
     with pytest.raises(TypeError, match="expected SOCICNNWeights, got dict"):
         sc.SOCICNN.from_weights({})

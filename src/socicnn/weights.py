@@ -71,7 +71,8 @@ class SOCICNNWeights:
 
     def validate(self) -> None:
         """Raise ``TypeError`` for a non-tensor or non-float entry and ``ValueError`` if shapes
-        disagree, an entry is NaN or infinite, or a convexity constraint is violated."""
+        disagree, an entry is NaN or infinite, the tensors mix dtypes or devices, or a convexity
+        constraint is violated."""
         for name, t in self._named_tensors():
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -80,6 +81,12 @@ class SOCICNNWeights:
             # NaN would pass every ">= 0" test below, and an infinite weight makes f infinite.
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} has non-finite entries (NaN or inf); all weights must be finite")
+        kinds = {(t.dtype, t.device) for _, t in self._named_tensors()}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the weights mix dtypes/devices {sorted(str(k) for k in kinds)}; convert them to one "
+                "(from_weights builds the model in v's dtype and device and would cast the others silently)"
+            )
         d, hidden = self.in_dim, self.hidden
         L = len(hidden)
         if len(self.W) != L or len(self.U) != L:
