@@ -98,6 +98,26 @@ def test_directional_derivative_is_the_gradient_away_from_ties(shape):
     torch.testing.assert_close(dd, (sc.readout.readout(model, X).grad * delta).sum(1), rtol=1e-10, atol=1e-10)
 
 
+def test_readout_is_a_snapshot_without_gradients():
+    """A readout describes the point and the weights it was taken at: stepping x in place or
+    training the model before its fields are read changes none of them. Its tensors carry no
+    autograd graph, even for an x that requires grad."""
+    model = make(SHAPES[3])
+    x = points(model, n=6).requires_grad_(True)
+    before = sc.readout.readout(model, x.detach().clone())
+    ro = sc.readout.readout(model, x)
+    with torch.no_grad():
+        x -= 0.1 * ro.grad  # a descent step in place
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    for k in ("value", "grad", "margins", "dual_value"):
+        assert not getattr(ro, k).requires_grad, k
+        torch.testing.assert_close(getattr(ro, k), getattr(before, k), rtol=0, atol=0, msg=k)
+    assert not sc.readout.hessian(model, x).requires_grad
+    assert not sc.readout.hvp(model, x, x).requires_grad
+
+
 def test_no_division_by_zero_at_ties():
     w = sc.SOCICNN(3, (4, 4), (2,), (3,), dtype=torch.float64, seed=0).weights()
     w.norm[0] = (w.norm[0][0], w.norm[0][1], torch.zeros(3, dtype=torch.float64))

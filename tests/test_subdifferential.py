@@ -48,6 +48,27 @@ def test_directional_derivative_three_ways_at_deep_ties(deep):
     assert float((forward + back).max()) > 1e-3
 
 
+def test_default_tie_tolerance_catches_ties_off_by_rounding(deep):
+    """Planted ties come out of floating point as |a| ~ 1e-17 rather than 0. The default tie
+    tolerance treats them as ties; trusting the computed coordinates (tol=0) misses the kink."""
+    model, x0 = deep
+    default_tol = sc.readout.default_tie_tol(model, x0[None])
+    assert default_tol < TOL
+    a = model.backbone.preactivations(x0[None])
+    assert any(bool(((layer != 0) & (layer.abs() <= default_tol)).any()) for layer in a)
+    D = directions(model.in_dim)
+    X0 = x0.expand_as(D)
+    h = 1e-7
+    one_sided = (model(X0 + h * D) - model(X0)).detach() / h
+    scale = 1 + float(one_sided.abs().max())
+    default = sc.readout.directional_derivative(model, X0, D)
+    assert float((default - one_sided).abs().max()) < 1e-5 * scale
+    assert float((sc.readout.directional_derivative(model, X0, D, tol=0.0) - one_sided).abs().max()) > 0.1
+    g = min_norm_subgradient(model, x0)
+    torch.testing.assert_close(g, min_norm_subgradient(model, x0, tol=TOL), rtol=0, atol=1e-6)
+    assert float(g.norm()) < float(min_norm_subgradient(model, x0, tol=0.0).norm()) - 1e-3
+
+
 def test_sampled_duals_are_optimal_and_bounded(deep):
     model, x0 = deep
     dset = OptimalDualSet(model, x0, TOL)
