@@ -99,23 +99,37 @@ def test_directional_derivative_is_the_gradient_away_from_ties(shape):
 
 
 def test_readout_is_a_snapshot_without_gradients():
-    """A readout describes the point and the weights it was taken at: stepping x in place or
-    training the model before its fields are read changes none of them. Its tensors carry no
-    autograd graph, even for an x that requires grad."""
+    """A readout never describes another point or model than the one it was taken at: stepping
+    ``x`` in place before its fields are read changes none of them, and after the weights change
+    its value and dual value are either those of the old weights or refused (RuntimeError).
+    Its tensors carry no autograd graph, even for an ``x`` that requires grad."""
     model = make(SHAPES[3])
     x = points(model, n=6).requires_grad_(True)
     before = sc.readout.readout(model, x.detach().clone())
     ro = sc.readout.readout(model, x)
     with torch.no_grad():
         x -= 0.1 * ro.grad  # a descent step in place
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    model(x).sum().backward()
-    opt.step()
     for k in ("value", "grad", "margins", "dual_value"):
         assert not getattr(ro, k).requires_grad, k
         torch.testing.assert_close(getattr(ro, k), getattr(before, k), rtol=0, atol=0, msg=k)
     assert not sc.readout.hessian(model, x).requires_grad
     assert not sc.readout.hvp(model, x, x).requires_grad
+
+    ro = sc.readout.readout(model, x)
+    grad, margins = ro.grad.clone(), ro.margins.clone()
+    f = model(x)
+    expected = f.detach().clone()
+    f.sum().backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()  # the weights change; ro's fields are unread
+    torch.testing.assert_close(ro.grad, grad, rtol=0, atol=0)
+    torch.testing.assert_close(ro.margins, margins, rtol=0, atol=0)
+    for k in ("value", "dual_value"):
+        try:
+            got = getattr(ro, k)
+        except RuntimeError as exc:
+            assert "weights changed" in str(exc)
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=k)
 
 
 def test_no_division_by_zero_at_ties():

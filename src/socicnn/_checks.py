@@ -24,19 +24,16 @@ except ImportError:  # pragma: no cover - very old torch
 
 
 def is_transformed(x: torch.Tensor) -> bool:
-    """True when ``x`` is traced by a ``torch.func`` transform (vmap, grad, jacrev, ...)."""
-    return bool(_is_wrapped(x))
-
-
-def values_hidden(x: torch.Tensor) -> bool:
-    """True when ``x``'s values cannot be read: ``torch.func`` transforms, ``torch.compile`` and
-    ``torch.export`` tracing (checked first, so tracing never sees the functorch query)."""
-    return torch.compiler.is_compiling() or is_transformed(x)
+    """True when ``x``'s values cannot be read (nor results cached by them): ``x`` is traced by a
+    ``torch.func`` transform (vmap, grad, jacrev, ...), or ``torch.compile`` / ``torch.export``
+    is tracing the caller. The tracing test comes first, so a compiled graph never meets the
+    functorch query (which Dynamo cannot trace)."""
+    return torch.compiler.is_compiling() or bool(_is_wrapped(x))
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise ``ValueError`` if ``x`` has NaN or infinite entries (skipped where :func:`values_hidden`)."""
-    if values_hidden(x):
+    """Raise ``ValueError`` if ``x`` has NaN or infinite entries (skipped where :func:`is_transformed`)."""
+    if is_transformed(x):
         return
     # One reduction settles the common case: NaN and inf propagate through a sum, so a finite
     # sum means every entry is finite. Only a non-finite (or overflowing) sum needs the
@@ -69,9 +66,9 @@ LIFTING_SCALE_LIMIT = 1e4
 
 def check_magnitude(name: str, x, limit: float, remedy: str = "") -> None:
     """Raise ``ValueError`` if an entry of ``x`` (tensor, array or number) exceeds ``limit`` in
-    absolute value; ``remedy`` is appended to the message (skipped where :func:`values_hidden`)."""
+    absolute value; ``remedy`` is appended to the message (skipped where :func:`is_transformed`)."""
     if isinstance(x, torch.Tensor):
-        if values_hidden(x):
+        if is_transformed(x):
             return
         x = x.detach().to("cpu", torch.float64).numpy()
     arr = np.abs(np.asarray(x, dtype=float))
