@@ -14,7 +14,10 @@ import torch
 
 @dataclass
 class SOCICNNWeights:
-    """The effective weights of an SOC-ICNN (MATH.md §1), layers indexed ``l = 0..L-1``.
+    """The effective weights of an SOC-ICNN ``f(x) = c^T z_L + v^T x + b0 + sum_h (alpha_h/2)
+    ||B_h x + e_h||^2 + sum_g lam_g ||A_g x + d_g||`` with ``z_1 = sigma(W_1 x + b_1)``,
+    ``z_l = sigma(W_l x + U_l z_{l-1} + b_l)`` and ``sigma`` the activation; layers are indexed
+    ``l = 0..L-1`` here.
 
     Attributes:
         W: ``(m_l, d)`` tensors; ``W[l]`` is ``None`` for ``l >= 1`` without passthrough.
@@ -73,7 +76,8 @@ class SOCICNNWeights:
         """Raise ``TypeError`` for a non-tensor or non-float entry and ``ValueError`` if shapes
         disagree, an entry is NaN or infinite, the tensors mix dtypes or devices, or a convexity
         constraint is violated."""
-        for name, t in self._named_tensors():
+        named = self._named_tensors()
+        for name, t in named:
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
             if not t.is_floating_point():
@@ -81,7 +85,7 @@ class SOCICNNWeights:
             # NaN would pass every ">= 0" test below, and an infinite weight makes f infinite.
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} has non-finite entries (NaN or inf); all weights must be finite")
-        kinds = {(t.dtype, t.device) for _, t in self._named_tensors()}
+        kinds = {(t.dtype, t.device) for _, t in named}
         if len(kinds) > 1:
             raise ValueError(
                 f"the weights mix dtypes/devices {sorted(str(k) for k in kinds)}; convert them to one "
