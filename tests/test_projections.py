@@ -28,7 +28,7 @@ def cvxpy_projection(v: np.ndarray, constraints) -> np.ndarray:
     return x.value
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(v=vectors, total=st.floats(0.1, 3.0))
 def test_simplex_projection_matches_cvxpy(v, total):
     p = project_simplex(torch.tensor(v)[None], total)[0].numpy()
@@ -37,7 +37,7 @@ def test_simplex_projection_matches_cvxpy(v, total):
     assert_matches(p, ref, v)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(v=vectors, budget=st.floats(0.0, 6.0))
 def test_budget_projection_matches_cvxpy(v, budget):
     p = project_budget(torch.tensor(v)[None], budget)[0].numpy()
@@ -46,7 +46,7 @@ def test_budget_projection_matches_cvxpy(v, budget):
     assert_matches(p, ref, v)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(v=vectors, lo=st.floats(-2, 0), width=st.floats(0, 2))
 def test_box_projection_matches_cvxpy(v, lo, width):
     p = Box(lo, lo + width).project(torch.tensor(v)[None])[0].numpy()
@@ -79,8 +79,25 @@ def test_projections_are_batched_and_idempotent():
         (lambda: Budget(-1.0), "budget >= 0"),
         (lambda: Simplex(0.0), "> 0"),
         (lambda: Box([0.0, float("nan")], 1.0), "NaN"),
+        (lambda: Box(float("inf"), float("inf")), "empty box: a lower bound is \\+inf"),
+        (lambda: Box(-float("inf"), -float("inf")), "empty box: .* an upper bound is -inf"),
+        (lambda: Box([0.0, float("inf")], [1.0, float("inf")]), "empty box"),
+        (lambda: Box(np.zeros((2, 2)), 1.0), "1-D"),
     ],
+    ids=["lo > hi", "budget < 0", "total 0", "NaN", "inf inf", "-inf -inf", "inf entry", "2-D"],
 )
 def test_empty_or_invalid_sets_are_rejected(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("lo", ["a", [1.0, "b"], None, 1j], ids=["str", "mixed", "None", "complex"])
+def test_box_bounds_must_be_real_numbers(lo):
+    with pytest.raises(TypeError, match="Box lo must be"):
+        Box(lo, 1.0)
+
+
+def test_one_sided_boxes_are_not_empty():
+    v = torch.tensor([[-5.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(Box(0.0, float("inf")).project(v), torch.tensor([[0.0, 5.0]], dtype=torch.float64))
+    torch.testing.assert_close(Box(-float("inf"), 0.0).project(v), torch.tensor([[-5.0, 0.0]], dtype=torch.float64))

@@ -10,10 +10,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from witnesses import autograd_gradient, autograd_hessian, autograd_hvp, central_differences
 
 import socicnn as sc
-from socicnn.experiments.first_order import central_differences
-from socicnn.experiments.readout_timing import autograd_gradient, autograd_hessian, autograd_hvp
 
 # (hidden, passthrough, quad_dims, norm_dims, dtype)
 SHAPES = [
@@ -49,7 +48,6 @@ def test_gradient_matches_autograd_and_finite_differences(shape):
     ro = sc.readout.readout(model, X)
     assert ro.grad.shape == X.shape and ro.value.shape == (X.shape[0],)
     torch.testing.assert_close(ro.grad, autograd_gradient(model, X), rtol=rtol(model), atol=rtol(model))
-    torch.testing.assert_close(ro.value, model(X).detach(), rtol=rtol(model), atol=rtol(model))
     torch.testing.assert_close(ro.dual_value, ro.value, rtol=10 * rtol(model), atol=10 * rtol(model))
     if model.dtype == torch.float64:
         kept = ro.margins > 1e-3  # no kink inside the finite-difference stencil
@@ -100,6 +98,40 @@ def test_directional_derivative_is_the_gradient_away_from_ties(shape):
     torch.testing.assert_close(dd, (sc.readout.readout(model, X).grad * delta).sum(1), rtol=1e-10, atol=1e-10)
 
 
+def test_readout_is_a_snapshot_without_gradients():
+    """A readout never describes another point or model than the one it was taken at: stepping
+    ``x`` in place before its fields are read changes none of them, and after the weights change
+    its value and dual value are either those of the old weights or refused (RuntimeError).
+    Its tensors carry no autograd graph, even for an ``x`` that requires grad."""
+    model = make(SHAPES[3])
+    x = points(model, n=6).requires_grad_(True)
+    before = sc.readout.readout(model, x.detach().clone())
+    ro = sc.readout.readout(model, x)
+    with torch.no_grad():
+        x -= 0.1 * ro.grad  # a descent step in place
+    for k in ("value", "grad", "margins", "dual_value"):
+        assert not getattr(ro, k).requires_grad, k
+        torch.testing.assert_close(getattr(ro, k), getattr(before, k), rtol=0, atol=0, msg=k)
+    assert not sc.readout.hessian(model, x).requires_grad
+    assert not sc.readout.hvp(model, x, x).requires_grad
+
+    ro = sc.readout.readout(model, x)
+    grad, margins = ro.grad.clone(), ro.margins.clone()
+    f = model(x)
+    expected = f.detach().clone()
+    f.sum().backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()  # the weights change; ro's fields are unread
+    torch.testing.assert_close(ro.grad, grad, rtol=0, atol=0)
+    torch.testing.assert_close(ro.margins, margins, rtol=0, atol=0)
+    for k in ("value", "dual_value"):
+        try:
+            got = getattr(ro, k)
+        except RuntimeError as exc:
+            assert "weights changed" in str(exc)
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=k)
+
+
 def test_no_division_by_zero_at_ties():
     w = sc.SOCICNN(3, (4, 4), (2,), (3,), dtype=torch.float64, seed=0).weights()
     w.norm[0] = (w.norm[0][0], w.norm[0][1], torch.zeros(3, dtype=torch.float64))
@@ -147,28 +179,32 @@ def test_tol_decides_what_counts_as_a_tie():
     assert torch.isfinite(dd).all()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
     scale=st.floats(1e-4, 10.0),
     shape=st.sampled_from(SHAPES[:5]),
 )
 def test_canonical_readout_satisfies_the_support_inequality(seed, scale, shape):
+    # tol = 0: the canonical multipliers of the computed kink coordinates. (A tie tolerance
+    # tol > 0 applies the tie selector to units with 0 < |a| <= tol, whose slope is a
+    # subgradient only up to an O(tol) slack: with tol = 1e-3 this test found a violation of
+    # 5.6e-5 at seed=18, scale=1.0.)
     model = make(shape, seed=seed % 7)
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(8, D, generator=gen, dtype=torch.float64)
     Y = X + scale * torch.randn(8, D, generator=gen, dtype=torch.float64)
-    ro = sc.readout.readout(model, X, tol=1e-3)  # coarse tol: canonical selector at near-ties too
+    ro = sc.readout.readout(model, X)
     slack = model(Y) - ro.value - ((Y - X) * ro.grad).sum(1)
     assert float(slack.min()) >= -1e-9 * (1 + float(ro.value.abs().max()))
 
 
-def test_min_norm_subgradient_is_exported_from_readout():
+def test_min_norm_subgradient_away_from_kinks_is_the_gradient():
     model = make(SHAPES[2])
     x0 = points(model, n=1)[0]
     g = sc.readout.min_norm_subgradient(model, x0)
     assert g.shape == (D,)
-    torch.testing.assert_close(g, sc.readout.readout(model, x0[None]).grad[0])  # nondegenerate: the gradient
+    torch.testing.assert_close(g, autograd_gradient(model, x0[None])[0], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,15 @@ def test_arrays_are_accepted(model):
         torch.testing.assert_close(model(x.tolist()), model(torch.as_tensor(x)), rtol=0, atol=0)
 
 
+def test_check_magnitude_names_the_argument_and_the_limit():
+    from socicnn._checks import check_magnitude
+
+    check_magnitude("x0", np.array([1e4, -1e4]), 1e4)  # at the limit: accepted
+    check_magnitude("x0", torch.tensor([0.5, -2.0]), 1e4)
+    with pytest.raises(ValueError, match=r"^x0 reaches 2e\+04 in absolute value, beyond 1e\+04; rescale$"):
+        check_magnitude("x0", torch.tensor([1.0, -2e4]), 1e4, "; rescale")
+
+
 def test_check_input_names_the_argument(model):
     with pytest.raises(ValueError, match=r"^delta has 4 features"):
         model.check_input(torch.zeros(D + 1, dtype=F64), "delta")
@@ -97,12 +106,26 @@ def test_bad_tolerance(model, tol, error):
         (dict(norm_dims=(-3,)), ValueError, "norm_dims must be a sequence of positive integers"),
         (dict(activation="tanh"), ValueError, r"unknown activation 'tanh'; choose one of \['relu', 'softplus'\]"),
         (dict(dtype=torch.int32), TypeError, "socicnn models work in float32 or float64"),
+        (dict(dtype=torch.float16), TypeError, "socicnn models work in float32 or float64"),
+        (dict(dtype=torch.bfloat16), TypeError, "socicnn models work in float32 or float64"),
+        (dict(hidden="32"), TypeError, "hidden must be a sequence of positive integers, got the string '32'"),
+        (dict(norm_dims="3"), TypeError, "norm_dims must be a sequence of positive integers, got the string"),
+        (dict(hidden=(4, 2.5)), TypeError, "hidden must hold integers"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):
     args = dict(in_dim=D, hidden=(4,)) | kwargs
     with pytest.raises(error, match=message):
         sc.SOCICNN(**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_rejected_before_any_work(dtype):
+    model = sc.SOCICNN(D, (4,), quad_dims=(2,), norm_dims=(2,), seed=0).to(dtype)
+    x = torch.zeros(2, D, dtype=dtype)
+    for call in (model, lambda v: sc.readout.readout(model, v), lambda v: sc.inference.prox(model, v)):
+        with pytest.raises(TypeError, match=f"socicnn models work in float32 or float64, got {dtype}"):
+            call(x)
 
 
 def test_relu_icnn_refuses_blocks():
@@ -145,6 +168,46 @@ def test_validate_rejects_bad_weights(corrupt, message):
     with pytest.raises(ValueError, match=message):
         w.validate()
     with pytest.raises(ValueError, match=message):
+        sc.SOCICNN.from_weights(w)
+
+
+@pytest.mark.parametrize(
+    "corrupt, name",
+    [
+        (lambda w: w.U[1].__setitem__((0, 0), float("nan")), r"U\[1\]"),  # NaN passes U >= 0
+        (lambda w: w.W[0].__setitem__((1, 2), float("inf")), r"W\[0\]"),
+        (lambda w: w.b[1].__setitem__(0, -float("inf")), r"b\[1\]"),
+        (lambda w: setattr(w, "c", w.c * float("nan")), "c"),
+        (lambda w: setattr(w, "b0", torch.tensor(float("inf"), dtype=F64)), "b0"),
+        (lambda w: w.quad.__setitem__(0, (torch.tensor(float("nan"), dtype=F64), *w.quad[0][1:])), r"quad\[0\].alpha"),
+        (lambda w: w.norm[0][1].__setitem__((0, 0), float("nan")), r"norm\[0\].A"),
+    ],
+    ids=["U NaN", "W inf", "b -inf", "c NaN", "b0 inf", "alpha NaN", "A NaN"],
+)
+def test_validate_rejects_non_finite_weights(corrupt, name):
+    w = _weights()
+    corrupt(w)
+    with pytest.raises(ValueError, match=f"^{name} has non-finite entries"):
+        w.validate()
+    with pytest.raises(ValueError, match="non-finite"):
+        sc.SOCICNN.from_weights(w)
+
+
+def test_validate_rejects_non_tensor_weights():
+    w = _weights()
+    w.v = [0.0] * D
+    with pytest.raises(TypeError, match="v must be a torch.Tensor, got list"):
+        w.validate()
+    w = _weights()
+    w.b[0] = w.b[0].long()
+    with pytest.raises(TypeError, match=r"b\[0\] must be a floating-point tensor"):
+        w.validate()
+
+
+def test_validate_rejects_mixed_dtypes():
+    w = _weights()
+    w.W[0] = w.W[0].float()
+    with pytest.raises(ValueError, match="the weights mix dtypes"):
         sc.SOCICNN.from_weights(w)
 
 

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import cvxpy as cp
+import numpy as np
 import torch
 
+from .._checks import check_real
 from .projections import project_box, project_budget, project_simplex
 
 __all__ = ["Box", "Budget", "Constraint", "CvxpyConstraint", "LinearRows", "Simplex", "as_constraint"]
@@ -52,25 +54,25 @@ class Constraint:
         raise NotImplementedError
 
 
-def _finite_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)
-
-
 class Box(Constraint):
-    """``{lo <= x <= hi}``; ``lo``/``hi`` scalars or length-``d`` sequences (``+-inf`` allowed).
+    """``{lo <= x <= hi}``; ``lo``/``hi`` real scalars or length-``d`` sequences (a lower bound
+    may be ``-inf`` and an upper bound ``+inf``: that side is then free).
 
-    Raises ``ValueError`` when some ``lo_i > hi_i`` (an empty box).
+    Raises ``ValueError`` when the box is empty: some ``lo_i > hi_i``, a lower bound ``+inf`` or an
+    upper bound ``-inf`` (no real ``x_i`` satisfies ``x_i >= +inf``); ``TypeError`` for bounds
+    that are not real numbers.
     """
 
     def __init__(self, lo=-math.inf, hi=math.inf) -> None:
-        self.lo = torch.as_tensor(lo, dtype=torch.float64)
-        self.hi = torch.as_tensor(hi, dtype=torch.float64)
-        if self.lo.ndim > 1 or self.hi.ndim > 1:
-            raise ValueError("Box bounds must be scalars or 1-D sequences")
+        self.lo = _bound("lo", lo)
+        self.hi = _bound("hi", hi)
         if torch.isnan(self.lo).any() or torch.isnan(self.hi).any():
             raise ValueError("Box bounds must not be NaN")
+        if bool((self.lo == math.inf).any()) or bool((self.hi == -math.inf).any()):
+            raise ValueError(
+                f"empty box: a lower bound is +inf or an upper bound is -inf (lo={lo}, hi={hi}); "
+                "use -inf for a free lower side and +inf for a free upper side"
+            )
         if bool((self.lo > self.hi).any()):
             raise ValueError(f"empty box: some lower bound exceeds its upper bound (lo={lo}, hi={hi})")
 
@@ -106,11 +108,25 @@ class Box(Constraint):
         return LinearRows(C, h, torch.zeros(C.shape[0], dtype=torch.bool, device=device))
 
 
+def _bound(name: str, value) -> torch.Tensor:
+    """A Box bound (a real scalar, sequence, array or tensor) as a float64 tensor of ndim <= 1."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"Box {name} must hold real numbers, got dtype {value.dtype}")
+        value = value.detach().to("cpu", torch.float64).numpy()
+    arr = np.asarray(value)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"Box {name} must be a real number or a sequence of them, got {value!r}")
+    if arr.ndim > 1:
+        raise ValueError(f"Box bounds must be scalars or 1-D sequences, {name} has shape {arr.shape}")
+    return torch.as_tensor(arr, dtype=torch.float64)
+
+
 class Simplex(Constraint):
     """The scaled probability simplex ``{x >= 0, sum x = total}`` (``total > 0``)."""
 
     def __init__(self, total: float = 1.0) -> None:
-        self.total = _finite_number("total", total)
+        self.total = check_real("total", total)
         if not (math.isfinite(self.total) and self.total > 0):
             raise ValueError(f"Simplex total must be a finite number > 0, got {total}")
 
@@ -133,7 +149,7 @@ class Budget(Constraint):
     """The capped budget set ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``)."""
 
     def __init__(self, budget: float) -> None:
-        self.budget = _finite_number("budget", budget)
+        self.budget = check_real("budget", budget)
         if not (math.isfinite(self.budget) and self.budget >= 0):
             raise ValueError(f"Budget needs a finite budget >= 0 (the set is empty otherwise), got {budget}")
 
