@@ -15,15 +15,6 @@ F64 = torch.float64
 D = 3
 
 
-PENDING_RAISES = (AssertionError, RuntimeError, IndexError, pytest.fail.Exception)
-
-
-def needs_patch(raises):
-    """Marks a case that fails until the call-site patch for a core module lands (it raises
-    ``raises`` there today); strict, so the mark must go once the patch is in."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason="needs the core call-site patch (defects notes)")
-
-
 @pytest.fixture(scope="module")
 def model():
     return sc.SOCICNN(D, (4, 4), quad_dims=(2,), norm_dims=(2,), dtype=F64, seed=0)
@@ -60,15 +51,12 @@ CALLS = {
     "to_cvxpy": lambda m, x, ro: sc.lifting.to_cvxpy(m),
     "ProxSOCP": lambda m, x, ro: sc.inference.ProxSOCP(m, 1.0),
 }
-PENDING_MODEL_CHECK = {"lifting.solve", "LiftedProblem", "to_cvxpy", "ProxSOCP"}  # AttributeError today
 
 
 @pytest.mark.parametrize(
     "bad", [{}, torch.nn.Linear(D, 1).double(), lambda v: v.sum(-1)], ids=["dict", "Linear", "function"]
 )
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=needs_patch(AttributeError)) if n in PENDING_MODEL_CHECK else n for n in CALLS]
-)
+@pytest.mark.parametrize("name", list(CALLS))
 def test_a_non_model_is_a_type_error(name, bad, x, ro):
     with pytest.raises(TypeError, match=r"socicnn model.*got (dict|Linear|function)"):
         CALLS[name](bad, x, ro)
@@ -91,25 +79,13 @@ def test_numpy_scalar_tolerances(model, x, kind):
     assert dset.contains(ref.grad[0], atol=kind(1))
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [int, pytest.param(np.int64, marks=needs_patch(ValueError)), pytest.param(np.int32, marks=needs_patch(ValueError))],
-    ids=lambda k: k.__name__,
-)
+@pytest.mark.parametrize("kind", [int, np.int64, np.int32], ids=lambda k: k.__name__)
 def test_numpy_integer_sample_size(model, x, kind):
     dset = OptimalDualSet(model, x[0])
     assert dset.sample(kind(3), seed=kind(2)).slopes.shape == (3, D)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        np.float64,
-        pytest.param(np.float32, marks=needs_patch(TypeError)),
-        pytest.param(np.int64, marks=needs_patch(TypeError)),
-    ],
-    ids=lambda k: k.__name__,
-)
+@pytest.mark.parametrize("kind", SCALARS, ids=lambda k: k.__name__)
 def test_numpy_scalar_prox_arguments(model, x, kind):
     if np.issubdtype(kind, np.integer):
         kw = dict(beta=kind(10), max_iter=kind(20))
@@ -161,18 +137,12 @@ MALFORMED = [
     ("NaN multiplier", lambda ro: (ro.nu, [ro.p[0] * float("nan")], ro.r), ValueError, "non-finite"),
 ]
 FUNCTIONS = ["supporting_slope", "dual_objective", "dual_residual"]
-# Accepted silently, or a raw TypeError/RuntimeError, until the readout patch lands.
-MALFORMED_PENDING = {"one int", "nu of one layer for two", "p of two blocks for one", "rows disagree", "NaN multiplier"}
-MALFORMED_PENDING |= {("dual_objective", "p too narrow"), ("dual_residual", "p too narrow")}
 
 
 @pytest.mark.parametrize(
     "fn, make, error, match",
     [
-        pytest.param(
-            fn, m, e, r, id=f"{fn}-{i}",
-            marks=[needs_patch(PENDING_RAISES)] if {i, (fn, i)} & MALFORMED_PENDING else [],
-        )
+        pytest.param(fn, m, e, r, id=f"{fn}-{i}")
         for fn in FUNCTIONS
         for i, m, e, r in MALFORMED
     ],
@@ -188,7 +158,6 @@ def test_malformed_multipliers(model, x, ro, fn, make, error, match):
         call()
 
 
-@needs_patch(PENDING_RAISES)
 def test_dual_objective_needs_as_many_points_as_multipliers(model, x, ro):
     with pytest.raises(ValueError, match="x has 2 rows but the multipliers have 4"):
         sc.readout.dual_objective(model, x[:2], ro.nu, ro.p, ro.r)

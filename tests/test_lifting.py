@@ -118,10 +118,6 @@ def test_epigraph_embedded_in_a_prox_problem():
     assert best - f_star < 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True, raises=sc.lifting.LiftingError, reason="needs the magnitude check at the lifting call site"
-)
-@pytest.mark.filterwarnings("ignore::UserWarning")  # the solver's own complaints on the unpatched path
 def test_inputs_beyond_the_solver_range_are_rejected_up_front():
     """Huge finite inputs used to come back as "infeasible ... try another solver" although the
     lifted problem has no constraint that could be infeasible."""

@@ -18,7 +18,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from ._checks import check_finite
+from ._checks import LIFTING_SCALE_LIMIT, check_finite, check_magnitude, check_model
 from .blocks import BlockLift, to_numpy
 from .solvers import SolverUnavailableError, resolve_solver
 
@@ -89,8 +89,7 @@ class BlockData:
     """The blocks' data as CVXPY parameters (one per datum), set from a model row by row."""
 
     def __init__(self, model) -> None:
-        if not hasattr(model, "blocks"):
-            raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
+        check_model(model)
         self.model = model
         self.params: list[dict[str, cp.Parameter]] = []
         for block in model.blocks():
@@ -139,8 +138,7 @@ def epigraph(model, x, row: int | None = None) -> tuple[cp.Expression, list[cp.C
 
 
 def _epigraph(model, x, row: int | None):
-    if not hasattr(model, "blocks"):
-        raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
+    check_model(model)
     if getattr(x, "shape", None) != (model.in_dim,):
         raise ValueError(f"x must be a CVXPY expression of shape ({model.in_dim},), got {getattr(x, 'shape', None)}")
     data = BlockData(model)
@@ -178,6 +176,7 @@ class LiftedProblem:
     """
 
     def __init__(self, model, solver: str = "auto") -> None:
+        check_model(model)
         self.solver = resolve_solver(solver)
         self.model = model
         self.x = cp.Parameter(model.in_dim, name="x")
@@ -200,7 +199,9 @@ class LiftedProblem:
         per-row data (required when the model has some).
 
         Raises:
-            ValueError: ``x0`` of the wrong shape or with non-finite entries; a bad ``row``.
+            ValueError: ``x0`` of the wrong shape or with non-finite entries; a bad ``row``;
+                ``x0`` or a block's value ``f_b(x0)`` beyond ``LIFTING_SCALE_LIMIT`` (``1e4``) in
+                absolute value, where the conic solvers lose accuracy.
             LiftingError: the solver failed or returned a non-optimal status.
         """
         x_np = np.asarray(x0.detach().cpu() if isinstance(x0, torch.Tensor) else x0, dtype=float)
@@ -208,6 +209,15 @@ class LiftedProblem:
             raise ValueError(f"x0 must have shape ({self.model.in_dim},), got {x_np.shape}")
         check_finite("x0", torch.from_numpy(x_np))
         self.data.set(row)
+        model64 = self._model64 if row is None else self._model64.select(torch.tensor([row]))
+        remedy = (
+            ": the conic solvers lose accuracy there (wrong values, or 'infeasible' for a feasible "
+            "problem); rescale x0 (and the model) so that x0 and the model's terms stay below it"
+        )
+        check_magnitude("x0", x_np, LIFTING_SCALE_LIMIT, remedy)
+        with torch.no_grad():
+            terms = [float(b(torch.from_numpy(x_np)[None])[0]) for b in model64.blocks()]
+        check_magnitude("a block's value f_b(x0)", terms, LIFTING_SCALE_LIMIT, remedy)
         self.x.value = x_np
         # A warm start reuses the cached solver with its old settings (CVXPY + Clarabel), so an
         # option from an earlier call (e.g. max_iter) would leak into this one: re-create the
@@ -228,7 +238,6 @@ class LiftedProblem:
                 "'optimal'); try another solver or accept_inaccurate=True"
             )
         multipliers = [lift.read_multipliers() for lift in self._lifts]
-        model64 = self._model64 if row is None else self._model64.select(torch.tensor([row]))
         dual_value, dual_residual = _dual_check(model64, x_np, multipliers)
         value = float(self.problem.value)
         primal_residual = max(float(np.max(c.violation(), initial=0.0)) for c in self.problem.constraints)

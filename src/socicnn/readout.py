@@ -1,8 +1,18 @@
+"""Dual readout: canonical multipliers, supporting slopes, local Hessians and HVPs, directional
+derivatives, and the dual objective at given multipliers, all in closed form (no solver).
+
+Every function here runs under ``torch.no_grad()``: its outputs are plain tensors without an
+autograd graph, even when ``x`` or the model's parameters require grad, and a :class:`Readout`
+is a snapshot of the point and weights it was taken at. To differentiate *through* ``f`` (for
+training, say), apply autograd to ``model(x)`` itself.
+"""
+
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ._checks import check_tol
+from ._checks import check_finite, check_model, check_tol
 from .blocks import affine_image
 from .subdifferential import min_norm_subgradient
 
@@ -99,12 +109,6 @@ def _weights_stamp(model) -> tuple:
         for t in (block._bound or {}).values():
             stamp.append((t.data_ptr(), t._version))
     return tuple(stamp)
-
-
-def check_model(model) -> None:
-    """Raise ``TypeError`` unless ``model`` is a socicnn model (anything exposing blocks)."""
-    if not (hasattr(model, "blocks") and hasattr(model, "check_input") and hasattr(model, "in_dim")):
-        raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
 
 
 def _check(model, x, tol: float) -> tuple[torch.Tensor, float]:
@@ -248,39 +252,70 @@ def directional_derivative(model, x: torch.Tensor, delta: torch.Tensor, tol: flo
 
 
 def _per_block(model, mults: tuple) -> list:
-    """Per-block multipliers from either one sequence (one entry per block) or ``(nu, p, r)``."""
+    """Per-block multipliers from either one sequence (one entry per block) or ``(nu, p, r)``,
+    checked against the structure of the model's own multipliers: every entry a finite
+    floating-point tensor (or array) of shape ``(N, ...)`` with the block's trailing shape and
+    one ``N`` for all."""
     check_model(model)
     blocks = list(model.blocks())
-    if len(mults) == 1:
+    if len(mults) == 1 and isinstance(mults[0], (list, tuple)):
         per_block = list(mults[0])
-    elif len(mults) == 3:
-        named = {"nu": iter([mults[0]]), "p": iter(mults[1]), "r": iter(mults[2])}
-        try:
-            per_block = [next(named[b.multiplier_name]) for b in blocks]
-        except (KeyError, StopIteration):
+    elif len(mults) == 3 and all(isinstance(m, (list, tuple)) for m in mults):
+        names = [b.multiplier_name for b in blocks]
+        nu, p, r = mults
+        named = {"nu": [nu] if (nu or "nu" in names) else [], "p": list(p), "r": list(r)}
+        if any(n not in named for n in names) or any(len(v) != names.count(k) for k, v in named.items()):
             raise ValueError(
-                "(nu, p, r) do not match the model's blocks "
-                f"{[b.multiplier_name for b in blocks]}; pass one multiplier per block instead"
-            ) from None
+                f"(nu, p, r) hold {len(named['nu'])} backbone, {len(named['p'])} quadratic and "
+                f"{len(named['r'])} norm multipliers but the model's blocks are {names}; "
+                "pass one multiplier per block instead"
+            )
+        per_block = [named[b.multiplier_name].pop(0) for b in blocks]
     else:
-        raise TypeError("pass the multipliers as one per-block sequence or as (nu, p, r)")
+        raise TypeError(
+            "pass the multipliers as one per-block sequence (a list, one entry per block) or as "
+            f"(nu, p, r) (three lists); got {len(mults)} argument(s) of types {[type(m).__name__ for m in mults]}"
+        )
     if len(per_block) != len(blocks):
         raise ValueError(f"expected multipliers for {len(blocks)} blocks, got {len(per_block)}")
     kw = {"dtype": model.dtype, "device": model.device}
+    # The structure each block expects: its own canonical multipliers at one point.
+    rows = getattr(model, "rows", None)
+    probe = model if rows is None else model.select(torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        x1 = torch.zeros(1, model.in_dim, **kw)
+        templates = [b.multipliers(b.state(x1)) for b in probe.blocks()]
+    sizes: set[int] = set()
 
-    def tensor(m):
-        if isinstance(m, (list, tuple)):
-            return [tensor(t) for t in m]
+    def tensor(m, t, where: str):
+        if isinstance(t, (list, tuple)):
+            if not isinstance(m, (list, tuple)) or len(m) != len(t):
+                got = f"{len(m)} entries" if isinstance(m, (list, tuple)) else type(m).__name__
+                raise ValueError(f"multipliers {where} must be a list of {len(t)} tensors, got {got}")
+            return [tensor(mi, ti, f"{where}[{i}]") for i, (mi, ti) in enumerate(zip(m, t, strict=True))]
         if isinstance(m, torch.Tensor):
             if not m.is_floating_point():
-                raise TypeError(f"multipliers must be floating-point tensors, got {m.dtype}")
-            return m.to(**kw)
-        try:
-            return torch.as_tensor(m, **kw)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"multipliers must be tensors or arrays, got {type(m).__name__}") from exc
+                raise TypeError(f"multipliers {where} must be floating-point, got {m.dtype}")
+            m = m.to(**kw)
+        else:
+            try:
+                m = torch.as_tensor(np.asarray(m, dtype=float), **kw)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"multipliers {where} must be tensors or arrays, got {type(m).__name__}") from exc
+        if m.ndim != t.ndim or tuple(m.shape[1:]) != tuple(t.shape[1:]):
+            want = ", ".join(["N", *map(str, t.shape[1:])])
+            raise ValueError(f"multipliers {where} must have shape ({want}), got {tuple(m.shape)}")
+        check_finite(f"multipliers {where}", m)
+        sizes.add(int(m.shape[0]))
+        return m
 
-    return [tensor(m) for m in per_block]
+    out = [
+        tensor(m, t, f"{b.multiplier_name} (block {i})")
+        for i, (b, m, t) in enumerate(zip(blocks, per_block, templates, strict=True))
+    ]
+    if len(sizes) > 1:
+        raise ValueError(f"the multipliers disagree on the number of rows N: {sorted(sizes)}")
+    return out
 
 
 def _blockwise(model, mults, fn):
@@ -307,7 +342,19 @@ def dual_objective(model, x: torch.Tensor, *multipliers) -> torch.Tensor:
     check_model(model)
     x2, _ = model.check_input(x)
     mults = _per_block(model, multipliers)
+    n = next(_leaves(mults)).shape[0]
+    if x2.shape[0] != n:
+        raise ValueError(f"x has {x2.shape[0]} rows but the multipliers have {n}; they must match")
     return sum(_blockwise(model, mults, lambda b, m: b.dual_value(x2, m)))
+
+
+def _leaves(m):
+    """The tensors of a nested list of multipliers, in order."""
+    if isinstance(m, (list, tuple)):
+        for item in m:
+            yield from _leaves(item)
+    else:
+        yield m
 
 
 @torch.no_grad()

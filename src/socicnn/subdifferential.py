@@ -17,7 +17,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from ._checks import check_tol
+from ._checks import check_integer, check_model, check_tol
 from .blocks import to_numpy
 from .lifting import LiftingError
 from .solvers import resolve_solver
@@ -79,9 +79,7 @@ class OptimalDualSet:
     """
 
     def __init__(self, model, x0, tol: float | None = None, solver: str = "auto") -> None:
-        if not hasattr(model, "blocks"):
-            raise TypeError(f"expected a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
-
+        check_model(model)
         x2, vector = model.check_input(x0, "x0")
         if not vector:
             raise ValueError(f"x0 must be one point of shape ({model.in_dim},), got {tuple(x2.shape)}")
@@ -111,9 +109,10 @@ class OptimalDualSet:
     def sample(self, n: int, seed: int = 0) -> DualSample:
         """``n`` random optimal multipliers (ties resolved at random, vertices included) and
         their slopes ``G``, all members of ``∂f(x0)``. Same seed, same sample."""
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        n, seed = check_integer("n", n), check_integer("seed", seed)
+        if n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(seed)
         mults = [block.sample_optimal_duals(st, n, self.tol, gen) for block, st in self._states]
         slopes = sum(block.dual_slope(m) for (block, _), m in zip(self._states, mults, strict=True))
         names = tuple(block.multiplier_name for block, _ in self._states)

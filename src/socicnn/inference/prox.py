@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._checks import check_choice
+from .._checks import check_choice, check_integer, check_model, check_real
 from ..lifting import LiftingError
 from .constraints import Constraint, CvxpyConstraint, as_constraint
 from .descent import AutogradOracle, LoopResult, ReadoutOracle, damped_newton, gradient_descent, objective
@@ -76,24 +76,21 @@ class ProxResult:
 
 
 def _check_beta(beta) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
+    beta = check_real("beta", beta)
     if not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta must be a finite number > 0 (the prox weight), got {beta}")
-    return float(beta)
+    return beta
 
 
 def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = check_real(name, value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
+    return value
 
 
 def _check_max_iter(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_iter must be an integer, got {value!r}")
+    value = check_integer("max_iter", value)
     if value < 0:
         raise ValueError(f"max_iter must be >= 0 (0 only evaluates the start), got {value}")
     return value
@@ -139,6 +136,10 @@ def prox(
         faces: ``"newton"`` only: use the face steps (default) or plain damped Newton.
         solver: conic solver for ``"socp"`` (``"auto"``: MOSEK if licensed, else Clarabel).
 
+    Returns:
+        A :class:`ProxResult`. Its tensors carry no autograd graph (the solution is not
+        differentiable through ``prox``; ``y`` and the model's parameters are treated as data).
+
     Raises:
         ValueError: ``beta <= 0``, ``y`` of the wrong shape or non-finite, an empty constraint
             set, an unknown method, or a constraint a method cannot handle.
@@ -146,8 +147,7 @@ def prox(
     """
     check_choice("method", method, METHODS)
     beta = _check_beta(beta)
-    if not hasattr(model, "blocks") or not hasattr(model, "check_input"):
-        raise TypeError(f"model must be a socicnn model (e.g. sc.SOCICNN), got {type(model).__name__}")
+    check_model(model)
     y2, vector = model.check_input(y, "y")
     y2 = y2.detach()
     cons = as_constraint(constraint)

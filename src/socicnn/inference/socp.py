@@ -16,6 +16,7 @@ import cvxpy as cp
 import numpy as np
 
 from .. import lifting
+from .._checks import check_model
 from ..solvers import resolve_solver
 from .constraints import Constraint
 
@@ -59,6 +60,7 @@ class ProxSOCP:
     """
 
     def __init__(self, model, beta: float, constraint: Constraint | None = None, solver: str = "auto") -> None:
+        check_model(model)
         self.solver = resolve_solver(solver)
         d = model.in_dim
         self.x = cp.Variable(d, name="x")
