@@ -11,7 +11,15 @@ TMP="$(mktemp -d)"
 [ "${KEEP_TMP:-0}" = 1 ] && echo "[install] kept: $TMP" || trap 'rm -rf "$TMP"' EXIT
 
 echo "[install] building the wheel"
-"$PY" -m pip wheel -q --no-deps -w "$TMP/dist" "$ROOT" 2> >(grep -v "is ignored: it is neither" >&2)
+# From a clean copy of the checkout's files (tracked, and untracked but not ignored): a stale
+# build/ directory in the checkout must not leak old modules into the wheel.
+SRC="$ROOT"
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  SRC="$TMP/src"
+  mkdir "$SRC"
+  (cd "$ROOT" && git ls-files -z -co --exclude-standard | xargs -0 tar cf - 2>/dev/null) | tar xf - -C "$SRC"
+fi
+"$PY" -m pip wheel -q --no-deps -w "$TMP/dist" "$SRC" 2> >(grep -v "is ignored: it is neither" >&2)
 wheel="$(ls "$TMP"/dist/socicnn-*.whl)"
 echo "[install] $(basename "$wheel") -> fresh virtualenv"
 python3 -m venv "$TMP/venv"
