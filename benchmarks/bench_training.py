@@ -61,7 +61,8 @@ def main() -> None:
         specs = matched_specs(d, SIZES[d], 2, parameterisation="reference")
         for family in FAMILIES:
             spec = specs[family]
-            build = [lambda i=i: spec.build(dtype=torch.float32, device=dev, seed=1000 + i) for i in range(args.models)]
+            build = [lambda i=i, spec=spec: spec.build(dtype=torch.float32, device=dev, seed=1000 + i)
+                     for i in range(args.models)]
             fit(build[0](), data[0].X_train, data[0].y_train, data[0].X_val, data[0].y_val, seed=seeds[0],
                 **{**opts, "steps": 2, "eval_every": 2})  # warm-up
             t0 = time.perf_counter()
