@@ -53,6 +53,7 @@ __all__ = [
     "config_dict",
     "config_for",
     "exact_soc_model",
+    "GAP_MIN_RATIO",
     "gap_table",
     "ladder_for",
     "reference_config",
@@ -359,34 +360,47 @@ def _geomean(x) -> float:
     return float(np.exp(np.log(np.asarray(x, dtype=float)).mean()))
 
 
+GAP_MIN_RATIO = 1.1
+
+
 def gap_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per target group and configuration (ladder order): the geometric-mean ratio of the best
-    baseline's and of the ReLU-ICNN's relative L2 to SOC-ICNN's (the gap), the share of the
-    reference gap each configuration's change closes (``(log r_prev - log r) / log r_ref``), and
-    the share of baseline runs worse than the constant predictor."""
+    """The ladder per target group, configurations in ladder order.
+
+    Columns: ``best_baseline_over_soc`` and ``relu_over_soc``, the geometric mean over (dim,
+    target) cases of the best baseline's (the ReLU-ICNN's) mean relative L2 error over
+    SOC-ICNN's (the gap; > 1: SOC-ICNN ahead); ``gap_closed``, the share of the first
+    configuration's best-baseline gap that this configuration's change closes,
+    ``(log r_prev - log r) / log r_first`` (defined only where ``r_first >= GAP_MIN_RATIO``, a
+    gap worth closing); ``soc_over_constant`` and ``relu_over_constant``, the geometric-mean ratio
+    of their relative L2 errors to the constant predictor's (>= 1: no better than the mean); and
+    ``baselines_worse_than_constant``, the share of baseline runs whose test MSE is not below the
+    constant predictor's.
+    """
     adv = advantage_table(table)
-    configs = list(table["config"].unique())
-    worse = table.assign(worse=table["test_mse"] >= table["const_mse"])
-    worse = worse[worse["family"] != "soc"].groupby(["config", "group"])["worse"].mean()
+    const = table.groupby(["config", "dim", "target"], sort=False)["const_rel_l2"].first()
+    adv["const"] = [const.loc[(c, d, t)] for c, d, t in zip(adv["config"], adv["dim"], adv["target"], strict=True)]
+    base = table[table["family"] != "soc"]
+    worse = (base["test_mse"] >= base["const_mse"]).groupby([base["config"], base["group"]]).mean()
     rows = []
-    for group in sorted(adv["group"].unique(), key=lambda g: list(table["group"].unique()).index(g)):
-        sub = adv[adv["group"] == group]
-        prev = {}
-        ref = {}
-        for config in configs:
-            cur = sub[sub["config"] == config]
+    for group in table["group"].unique():
+        first = prev = None
+        for config in table["config"].unique():
+            cur = adv[(adv["group"] == group) & (adv["config"] == config)]
             if cur.empty:
                 continue
-            row = dict(group=group, config=config, cases=len(cur))
-            for name, col in (("best_baseline", "best_baseline"), ("relu", "relu")):
-                r = _geomean(cur[col] / cur["soc"])
-                row[f"{name}_over_soc"] = r
-                ref.setdefault(name, r)
-                closed = (math.log(prev[name]) - math.log(r)) / math.log(ref[name]) if name in prev else np.nan
-                row[f"{name}_gap_closed"] = closed if abs(math.log(ref[name])) > 1e-12 else np.nan
-                prev[name] = r
-            row["baselines_worse_than_constant"] = float(worse.get((config, group), np.nan))
-            rows.append(row)
+            r = _geomean(cur["best_baseline"] / cur["soc"])
+            first = r if first is None else first
+            closed = np.nan
+            if prev is not None and first >= GAP_MIN_RATIO:
+                closed = (math.log(prev) - math.log(r)) / math.log(first)
+            rows.append(dict(
+                group=group, config=config, cases=len(cur), best_baseline_over_soc=r,
+                relu_over_soc=_geomean(cur["relu"] / cur["soc"]), gap_closed=closed,
+                soc_over_constant=_geomean(cur["soc"] / cur["const"]),
+                relu_over_constant=_geomean(cur["relu"] / cur["const"]),
+                baselines_worse_than_constant=float(worse.get((config, group), np.nan)),
+            ))
+            prev = r
     return pd.DataFrame(rows)
 
 
@@ -414,12 +428,16 @@ def verdict(table: pd.DataFrame) -> list[str]:
             sub = sub.set_index("config")
             if first not in sub.index or last not in sub.index:
                 continue
-            closing = sub["best_baseline_gap_closed"].drop(first).dropna()
-            main = f"; the change that closes most of it is '{closing.idxmax()}' ({closing.max():.0%})" \
-                if len(closing) and sub.loc[first, "best_baseline_over_soc"] > 1 else ""
+            r0, r1 = sub.loc[first, "best_baseline_over_soc"], sub.loc[last, "best_baseline_over_soc"]
+            closing = sub["gap_closed"].dropna()
+            if r0 < GAP_MIN_RATIO:
+                how = f"SOC-ICNN is not ahead by {GAP_MIN_RATIO:g}x in '{first}', so there is no gap to close"
+            else:
+                how = (f"the change that closes most of the gap is '{closing.idxmax()}' ({closing.max():.0%} of it)"
+                       if closing.max() > 0 else "no change closes any of the gap")
             lines.append(
-                f"{group} targets: best baseline / SOC-ICNN error {sub.loc[first, 'best_baseline_over_soc']:.3g}x in "
-                f"'{first}', {sub.loc[last, 'best_baseline_over_soc']:.3g}x in '{last}'{main}."
+                f"{group} targets ({int(sub.loc[first, 'cases'])} cases): the best baseline's error is {r0:.3g}x "
+                f"SOC-ICNN's in '{first}' and {r1:.3g}x in '{last}'; {how}."
             )
     return lines
 
