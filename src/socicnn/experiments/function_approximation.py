@@ -50,6 +50,7 @@ __all__ = [
     "SweepConfig",
     "SweepResult",
     "advantage_table",
+    "as_runs",
     "config_dict",
     "config_for",
     "exact_soc_model",
@@ -164,9 +165,9 @@ config_for = reference_config
 def ladder_for(profile: str) -> list[SweepConfig]:
     """The reference configuration, then one change at a time (module docstring)."""
     ref = reference_config(profile)
-    long = Budget("long", steps=pick(profile, smoke=60, book=600, paper=2000), batch_size=ref.budget.batch_size,
-                  lr=3e-3, schedule="cosine", warmup=pick(profile, smoke=6, book=30, paper=100),
-                  eval_every=pick(profile, smoke=6, book=20, paper=20))
+    long = Budget("long", steps=pick(profile, smoke=40, book=600, paper=2000), batch_size=ref.budget.batch_size,
+                  lr=3e-3, schedule="cosine", warmup=pick(profile, smoke=4, book=30, paper=100),
+                  eval_every=pick(profile, smoke=4, book=20, paper=20))
     std = replace(ref, name="standardised", standardize=True)
     movable = replace(std, name="movable z-path", zpath="movable")
     longer = replace(movable, name="long budget", budget=long)
@@ -326,10 +327,22 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_c", "dim", "target", "_m"]).drop(columns=["_c", "_m"]).reset_index(drop=True)
 
 
+def as_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`summarize` table (e.g. a stored one) in the per-run layout that
+    :func:`results_matrix`, :func:`advantage_table`, :func:`gap_table` and :func:`verdict` read:
+    one row per (config, dim, target, model) carrying the seed means (``rel_l2``, ``test_mse``)
+    and sds; counts of runs then count (case, model) means."""
+    out = summary.rename(columns={"rel_l2_mean": "rel_l2", "test_mse_mean": "test_mse"}).copy()
+    out["seed"] = 0
+    return out
+
+
 def results_matrix(table: pd.DataFrame, config: str, value: str = "rel_l2") -> pd.DataFrame:
     """``value`` as ``"mean ± sd"`` strings over seeds: rows (dim, target), columns the models
-    (families' order), plus the constant predictor, for one configuration."""
-    summary = summarize(table[table["config"] == config])
+    (families' order), plus the constant predictor, for one configuration. ``table`` is per-run
+    (:func:`run_sweep`) or already a :func:`summarize` table (a stored one)."""
+    sub = table[table["config"] == config]
+    summary = sub.copy() if f"{value}_mean" in sub.columns else summarize(sub)
     summary["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in
                        zip(summary[f"{value}_mean"], summary[f"{value}_sd"], strict=True)]
     out = summary.pivot(index=["dim", "target"], columns="model", values="cell")
