@@ -50,7 +50,8 @@ def test_each_rung_of_the_ladder_changes_one_thing(profile):
         changed.append(diff)
     assert changed == [{"standardize"}, {"zpath"}, {"budget"}, {"parameterisation"}]
     long = ladder[3].budget
-    assert long.steps >= 2.5 * ladder[0].budget.steps and long.schedule == "cosine" and long.patience is None
+    assert long.steps > ladder[0].budget.steps and long.schedule == "cosine" and long.patience is None
+    assert profile != "paper" or long.steps == 2000
     # the movable z-path starts at softplus(raw) = 1/sqrt(width), where the softplus passes gradients
     width = ladder[2].widths[ladder[2].dims[0]]
     assert math.log1p(math.exp(ladder[2].zpath_mean(width))) == pytest.approx(width**-0.5)

@@ -16,7 +16,7 @@ EXPECTED = [  # (name, x, f(x)) computed by hand from the documented formulas
     ("norm_euclid", [3.0, 4.0], 5.0),
     ("norm_aniso", [1.0, 1.0], math.sqrt(11.0)),
     ("norm_aniso", [0.0, 0.0, 0.0], 1e-6),  # sqrt(0 + 1e-12), the reference's guard
-    ("mixed", [0.0, 0.0, 0.0], 0.4),  # quad = norm = 0, max(0.2, -0.1, 0.4)
+    ("mixed", [0.0, 0.0, 0.0], 0.4 + 0.7e-6),  # quad = 0, norm = 0.7 sqrt(1e-12), max(0.2, -0.1, 0.4)
     ("softplus_sum", [0.0, 0.0, 0.0], 3 * math.log(2.0)),
     ("logsumexp_quad", [0.0, 0.0, 0.0, 0.0], math.log(4.0)),
     ("logsumexp_quad", [1.0, 1.0], 1.0 + math.log(2.0) + 0.2),

@@ -1,7 +1,7 @@
 """The five model families of the function-approximation benchmark, and parameter matching.
 
 Every family is a configuration of the one :class:`~socicnn.model.SOCICNN` parameterisation
-(EXPERIMENTS.md G), so all share its code paths and are convex by construction:
+(paper A's experiment 2), so all share its code paths and are convex by construction:
 
 ========  ==============  ================================================================
 key       label           configuration

@@ -1,4 +1,4 @@
-"""Convex target functions of the function-approximation benchmark (EXPERIMENTS.md G).
+"""Convex target functions of the function-approximation benchmark (paper A's experiment 2).
 
 A registry ``name -> Target``: each target is a convex function ``R^d -> R`` evaluated on a
 batch ``(N, d) -> (N,)``, with its sampling domain (the box ``[low, high]^d``, ``[-3, 3]^d``

@@ -1,4 +1,4 @@
-"""Function approximation: SOC-ICNN against ReLU-, softplus-, Quad- and Norm-ICNNs (EXPERIMENTS.md G).
+"""Function approximation: SOC-ICNN against ReLU-, softplus-, Quad- and Norm-ICNNs (paper A's experiment 2).
 
 A sweep (:class:`SweepConfig`) trains every parameter-matched model family
 (:mod:`socicnn.families`) on every target (:mod:`socicnn.targets`) for each dimension and seed,
@@ -141,9 +141,9 @@ class SweepConfig:
 
 
 def reference_config(profile: str) -> SweepConfig:
-    """The reference run of EXPERIMENTS.md G at ``paper``; ``book`` keeps its settings on one
-    dimension, four targets (quadratic, norm, exponential-cone, piecewise-linear) and two seeds; ``smoke`` is a tiny code-path
-    check."""
+    """The reference scripts' run at ``paper``; ``book`` keeps its settings on one dimension,
+    four targets (quadratic, norm, exponential-cone, piecewise-linear) and two seeds; ``smoke``
+    is a tiny code-path check."""
     paper = SweepConfig(
         name="reference",
         dims=(5, 10, 20, 50),
