@@ -91,7 +91,8 @@ def fit_batched(
 
     Args:
         models: ``M`` modules of one architecture (same class, parameter names and shapes),
-            mapping ``(N, d) -> (N,)`` without data-dependent branches; trained in place.
+            mapping ``(N, d) -> (N,)`` without data-dependent branches and without layers that
+            behave differently in training and evaluation (dropout, batch norm); trained in place.
         X_train, X_val: inputs shared by every model ``(N, d)``, or one set per model ``(M, N, d)``.
         y_train, y_val: targets, one row per model ``(M, N)``.
         seeds: the batch-order seed of every model (an int for all, or ``M`` ints), as
