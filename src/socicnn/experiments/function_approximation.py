@@ -40,7 +40,7 @@ from .. import families as fam
 from ..batched import fit_batched
 from ..model import SOCICNN
 from ..profiles import pick, resolve_device
-from ..targets import REFERENCE_TARGETS, get_target, make_dataset
+from ..targets import GROUPS, REFERENCE_TARGETS, get_target, make_dataset
 from ..train import fit
 
 __all__ = [
@@ -395,7 +395,7 @@ def gap_table(table: pd.DataFrame) -> pd.DataFrame:
     base = table[table["family"] != "soc"]
     worse = (base["test_mse"] >= base["const_mse"]).groupby([base["config"], base["group"]]).mean()
     rows = []
-    for group in table["group"].unique():
+    for group in sorted(table["group"].unique(), key=GROUPS.index):
         first = prev = None
         for config in table["config"].unique():
             cur = adv[(adv["group"] == group) & (adv["config"] == config)]
@@ -421,6 +421,7 @@ def verdict(table: pd.DataFrame) -> list[str]:
     """Sentences computed from ``table``: SOC-ICNN's rank per configuration, the constant-
     predictor floor, how the gap to the baselines moves along the ladder, and convergence."""
     adv = advantage_table(table)
+    unit = "seed-averaged results" if "rel_l2_sd" in table.columns else "runs"  # as_runs() tables hold means
     lines = []
     for config, sub in adv.groupby("config", sort=False):
         runs = table[table["config"] == config]
@@ -430,8 +431,8 @@ def verdict(table: pd.DataFrame) -> list[str]:
             f"'{config}': SOC-ICNN has the lowest mean relative L2 error in {int(sub['soc_first'].sum())} of "
             f"{len(sub)} (dimension, target) cases; the best baseline's error is {_geomean(sub['ratio']):.3g}x "
             f"SOC-ICNN's (geometric mean; range {sub['ratio'].min():.3g}x to {sub['ratio'].max():.3g}x); "
-            f"{int(worse.sum())} of {len(base)} baseline runs are no better than the constant predictor; "
-            f"{int(runs['converged'].sum())} of {len(runs)} runs converged."
+            f"{int(worse.sum())} of {len(base)} baseline {unit} are no better than the constant predictor; "
+            f"{int(runs['converged'].sum())} of {len(runs)} {unit} converged."
         )
     gaps = gap_table(table)
     configs = list(table["config"].unique())
