@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the ladder at a profile and store its tables (the paper-scale run).
 
     ``python -m socicnn.experiments.function_approximation --profile paper [--dims 5 10 20 50]
-    [--long-dims 5 10] [--configs NAME ...] [--workers 2] [--device cpu]``. Jobs are one
+    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--workers 2] [--device cpu]``. Jobs are one
     (configuration, dimension) each, run by ``--workers`` processes. Whenever a job completes,
     ``function_approximation_reference`` (per-seed rows of the reference configuration) and
     ``function_approximation_fair`` (mean and sd over seeds of every completed job) are rewritten
@@ -513,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-dims", type=int, nargs="*", default=None,
                         help="dims of the long-budget configurations (default: --dims)")
     parser.add_argument("--configs", nargs="*", default=None, help="a subset of the ladder, by name")
+    parser.add_argument("--targets", nargs="*", default=None, help="a subset of the profile's targets")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
@@ -526,6 +527,11 @@ def main(argv: list[str] | None = None) -> None:
     off_grid = sorted(set(dims + long_dims) - set(grid))
     if off_grid:
         parser.error(f"dims {off_grid} are not in the {args.profile} grid {list(grid)}")
+    if args.targets:
+        if set(args.targets) - set(ladder[0].targets):
+            parser.error(f"targets {sorted(set(args.targets) - set(ladder[0].targets))} are not in the "
+                         f"{args.profile} grid {list(ladder[0].targets)}")
+        ladder = [replace(c, targets=tuple(t for t in c.targets if t in args.targets)) for c in ladder]
     jobs = [replace(c, dims=(d,)) for c in ladder if not args.configs or c.name in args.configs
             for d in (long_dims if c.budget.name == "long" else dims)]
     # the reference configuration first, then the other short ones, then the long ones by dim
