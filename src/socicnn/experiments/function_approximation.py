@@ -450,7 +450,8 @@ def verdict(table: pd.DataFrame) -> list[str]:
                 how = (f"the change that closes most of the gap is '{closing.idxmax()}' ({closing.max():.0%} of it)"
                        if closing.max() > 0 else "no change closes any of the gap")
             lines.append(
-                f"{group} targets ({int(sub.loc[first, 'cases'])} cases): the best baseline's error is {r0:.3g}x "
+                f"{group} targets ({int(sub.loc[first, 'cases'])} case{'s' * (sub.loc[first, 'cases'] != 1)}): "
+                f"the best baseline's error is {r0:.3g}x "
                 f"SOC-ICNN's in '{first}' and {r1:.3g}x in '{last}'; {how}."
             )
     return lines
