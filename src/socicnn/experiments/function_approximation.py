@@ -443,6 +443,7 @@ def verdict(table: pd.DataFrame) -> list[str]:
             if first not in sub.index or last not in sub.index:
                 continue
             r0, r1 = sub.loc[first, "best_baseline_over_soc"], sub.loc[last, "best_baseline_over_soc"]
+            cases = int(sub.loc[first, "cases"])
             closing = sub["gap_closed"].dropna()
             if r0 < GAP_MIN_RATIO:
                 how = f"SOC-ICNN is not ahead by {GAP_MIN_RATIO:g}x in '{first}', so there is no gap to close"
@@ -450,7 +451,7 @@ def verdict(table: pd.DataFrame) -> list[str]:
                 how = (f"the change that closes most of the gap is '{closing.idxmax()}' ({closing.max():.0%} of it)"
                        if closing.max() > 0 else "no change closes any of the gap")
             lines.append(
-                f"{group} targets ({int(sub.loc[first, 'cases'])} case{'s' * (sub.loc[first, 'cases'] != 1)}): "
+                f"{group} targets ({cases} case{'' if cases == 1 else 's'}): "
                 f"the best baseline's error is {r0:.3g}x "
                 f"SOC-ICNN's in '{first}' and {r1:.3g}x in '{last}'; {how}."
             )
