@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from socicnn.targets import TARGETS, get_target, make_dataset, target_names
+from socicnn.targets import GROUPS, REFERENCE_TARGETS, TARGETS, get_target, make_dataset, target_names
 
 EXPECTED = [  # (name, x, f(x)) computed by hand from the documented formulas
     ("quad_iso", [1.0, 2.0], 2.5),
@@ -15,8 +15,8 @@ EXPECTED = [  # (name, x, f(x)) computed by hand from the documented formulas
     ("quad_aniso", [0.0, 2.0], 0.5 * 2.5 * 4),
     ("norm_euclid", [3.0, 4.0], 5.0),
     ("norm_aniso", [1.0, 1.0], math.sqrt(11.0)),
-    ("norm_aniso", [0.0, 0.0, 0.0], 0.0),
-    ("mixed", [0.0, 0.0, 0.0], 0.4),  # quad = norm = 0, max(0.2, -0.1, 0.4)
+    ("norm_aniso", [0.0, 0.0, 0.0], 1e-6),  # sqrt(0 + 1e-12), the reference's guard
+    ("mixed", [0.0, 0.0, 0.0], 0.4 + 0.7e-6),  # quad = 0, norm = 0.7 sqrt(1e-12), max(0.2, -0.1, 0.4)
     ("softplus_sum", [0.0, 0.0, 0.0], 3 * math.log(2.0)),
     ("logsumexp_quad", [0.0, 0.0, 0.0, 0.0], math.log(4.0)),
     ("logsumexp_quad", [1.0, 1.0], 1.0 + math.log(2.0) + 0.2),
@@ -25,6 +25,8 @@ EXPECTED = [  # (name, x, f(x)) computed by hand from the documented formulas
     ("l1", [1.0, -2.0, 3.0], 6.0),
     ("exp_sum", [0.0, 0.0], 2.0),
     ("exp_sum", [2.0], math.e),
+    ("kinks_quad", [0.0, 0.0], 2.0),  # |0| + |1 - 0| per coordinate
+    ("kinks_quad", [2.0, -1.0], (2 + 1) + (1 + 2) + 0.25 * (0.5 * 4 + 2.0 * 1)),
 ]
 
 
@@ -55,7 +57,9 @@ def test_every_target_is_convex_on_its_domain(name):
 
 
 def test_registry_is_documented_and_complete():
-    assert len(TARGETS) == 10
+    assert len(TARGETS) == 11
+    assert len(REFERENCE_TARGETS) == 10 and set(REFERENCE_TARGETS) == set(TARGETS) - {"exp_sum"}
+    assert {t.group for t in TARGETS.values()} == set(GROUPS)
     assert {n for n, t in TARGETS.items() if t.soc_exact} == {"quad_iso", "quad_aniso", "norm_euclid", "norm_aniso"}
     for t in TARGETS.values():
         assert t.formula and t.structure and (t.low, t.high) == (-3.0, 3.0)
@@ -77,3 +81,12 @@ def test_datasets_are_deterministic_given_a_seed():
     assert torch.allclose(a.y_train, get_target("huber")(a.X_train.double()).float(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="dim"):
         make_dataset("huber", 0)
+
+
+def test_float32_draws_are_shared_by_every_target_of_a_dim_and_seed():
+    a = make_dataset("l1", 3, 40, 10, 10, seed=5, sample_dtype=torch.float32)
+    b = make_dataset("kinks_quad", 3, 40, 10, 10, seed=5, sample_dtype=torch.float32)
+    assert torch.equal(a.X_train, b.X_train) and torch.equal(a.X_test, b.X_test)
+    g = torch.Generator().manual_seed(5)
+    assert torch.equal(a.X_train, -3 + 6 * torch.rand(40, 3, generator=g, dtype=torch.float32))
+    assert torch.equal(a.y_train, a.X_train.double().abs().sum(1).float())

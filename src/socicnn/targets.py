@@ -1,11 +1,12 @@
-"""Convex target functions of the function-approximation benchmark (EXPERIMENTS.md G).
+"""Convex target functions of the function-approximation benchmark (paper A's experiment 2).
 
 A registry ``name -> Target``: each target is a convex function ``R^d -> R`` evaluated on a
 batch ``(N, d) -> (N,)``, with its sampling domain (the box ``[low, high]^d``, ``[-3, 3]^d``
 for all), its formula, and whether the SOC-ICNN of the benchmark (a ReLU backbone plus one
 quadratic and one norm block of rank ``d``) represents it exactly. The formulas follow the
 reference scripts of paper A (fixed weight profiles such as ``w = linspace(0.5, 2.5, d)``, so a
-target has no random parameters); the smooth non-SOC-representable target ``exp_sum`` is ours.
+target has no random parameters); the smooth non-SOC-representable target ``exp_sum`` is ours, and
+:data:`REFERENCE_TARGETS` lists the reference's own ten (its tenth is ``kinks_quad``).
 :func:`make_dataset` samples inputs uniformly on the domain, deterministically given a seed.
 
 Below ``w[a, b]`` is the vector ``linspace(a, b, d)`` and ``softplus(t) = log(1 + e^t)``.
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from ._checks import check_choice
 
-__all__ = ["Target", "TARGETS", "Dataset", "get_target", "make_dataset", "target_names"]
+__all__ = ["GROUPS", "REFERENCE_TARGETS", "Target", "TARGETS", "Dataset", "get_target", "make_dataset", "target_names"]
 
 
 def _lin(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
@@ -31,6 +32,7 @@ def _lin(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
 
 QUAD_ANISO_W = (0.5, 2.5)
 NORM_ANISO_W = (1.0, 10.0)
+SQRT_EPS = 1e-12  # the reference adds it under the square roots of the anisotropic norms
 
 
 def _quad_iso(x):
@@ -46,7 +48,7 @@ def _norm_euclid(x):
 
 
 def _norm_aniso(x):
-    return torch.sqrt((_lin(x, *NORM_ANISO_W) * x * x).sum(1))
+    return torch.sqrt((_lin(x, *NORM_ANISO_W) * x * x).sum(1) + SQRT_EPS)
 
 
 def _sqrt_diag(lo: float, hi: float) -> Callable[[int], torch.Tensor]:
@@ -59,7 +61,7 @@ def _identity(d: int) -> torch.Tensor:
 
 def _mixed(x):
     quad = 0.25 * (_lin(x, 0.5, 2.0) * x * x).sum(1)
-    norm = 0.7 * torch.sqrt((_lin(x, 2.0, 0.5) * x * x).sum(1))
+    norm = 0.7 * torch.sqrt((_lin(x, 2.0, 0.5) * x * x).sum(1) + SQRT_EPS)
     a1 = _lin(x, -1.0, 1.0)
     a2 = torch.cos(_lin(x, 0.0, math.pi))
     a3 = torch.sign(_lin(x, -1.0, 1.0) + 1e-8)
@@ -88,6 +90,10 @@ def _exp_sum(x):
     return torch.exp(0.5 * x).sum(1)
 
 
+def _kinks_quad(x):
+    return (x.abs() + (1.0 - x).abs()).sum(1) + 0.25 * (_lin(x, 0.5, 2.0) * x * x).sum(1)
+
+
 @dataclass(frozen=True)
 class Target:
     """A convex benchmark function.
@@ -98,6 +104,7 @@ class Target:
         fn: ``(N, d) -> (N,)`` tensor function.
         low, high: the sampling box ``[low, high]^d``.
         structure: what the function is made of, in words (which block or backbone fits it).
+        group: the target's family (one of :data:`GROUPS`), for summaries per kind of target.
         soc_block: for targets that one block of the benchmark SOC-ICNN equals exactly,
             ``(kind, M)`` with ``kind`` ``"quad"`` (``f = ||M x||^2 / 2``) or ``"norm"``
             (``f = ||M x||``) and ``M(d)`` the ``(d, d)`` matrix; ``None`` otherwise.
@@ -109,6 +116,7 @@ class Target:
     low: float
     high: float
     structure: str
+    group: str
     soc_block: tuple[str, Callable[[int], torch.Tensor]] | None = None
 
     @property
@@ -123,35 +131,48 @@ class Target:
         return self.fn(x)
 
 
-def _t(name, formula, fn, structure, soc_block=None) -> Target:
-    return Target(name, formula, fn, -3.0, 3.0, structure, soc_block)
+GROUPS = ("quadratic", "norm", "mixed", "exponential-cone", "piecewise-linear")
+
+
+def _t(name, formula, fn, structure, group, soc_block=None) -> Target:
+    return Target(name, formula, fn, -3.0, 3.0, structure, group, soc_block)
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        _t("quad_iso", r"\tfrac12\|x\|^2", _quad_iso, "one quadratic block (B = I)", ("quad", _identity)),
+        _t("quad_iso", r"\tfrac12\|x\|^2", _quad_iso, "one quadratic block (B = I)", "quadratic", ("quad", _identity)),
         _t("quad_aniso", r"\tfrac12 \sum_i w[0.5,2.5]_i x_i^2", _quad_aniso,
-           "one quadratic block (B = diag(sqrt(w)))", ("quad", _sqrt_diag(*QUAD_ANISO_W))),
-        _t("norm_euclid", r"\|x\|_2", _norm_euclid, "one norm block (A = I)", ("norm", _identity)),
+           "one quadratic block (B = diag(sqrt(w)))", "quadratic", ("quad", _sqrt_diag(*QUAD_ANISO_W))),
+        _t("norm_euclid", r"\|x\|_2", _norm_euclid, "one norm block (A = I)", "norm", ("norm", _identity)),
         _t("norm_aniso", r"\big(\sum_i w[1,10]_i x_i^2\big)^{1/2}", _norm_aniso,
-           "one norm block (A = diag(sqrt(w)))", ("norm", _sqrt_diag(*NORM_ANISO_W))),
+           "one norm block (A = diag(sqrt(w)))", "norm", ("norm", _sqrt_diag(*NORM_ANISO_W))),
         _t("mixed", r"\tfrac14\sum_i w[0.5,2]_i x_i^2 + 0.7\big(\sum_i w[2,0.5]_i x_i^2\big)^{1/2}"
            r" + \max(a_1^\top x + 0.2,\ a_2^\top x - 0.1,\ a_3^\top x + 0.4)", _mixed,
            "quadratic + norm blocks exact; the max of three affine maps is left to the backbone "
-           "(a_1 = w[-1,1], a_2 = cos(w[0,pi]), a_3 = sign(w[-1,1]))"),
+           "(a_1 = w[-1,1], a_2 = cos(w[0,pi]), a_3 = sign(w[-1,1]))", "mixed"),
         _t("softplus_sum", r"\sum_i \mathrm{softplus}(x_i)", _softplus_sum,
-           "smooth, exponential-cone; no block is exact"),
+           "smooth, exponential-cone; no block is exact", "exponential-cone"),
         _t("logsumexp_quad", r"\log\sum_i e^{x_i} + 0.1\|x\|^2", _logsumexp_quad,
-           "quadratic part exact; log-sum-exp is exponential-cone"),
+           "quadratic part exact; log-sum-exp is exponential-cone", "exponential-cone"),
         _t("huber", r"\sum_i h(x_i),\ h(t) = t^2/2 \text{ if } |t|\le 1 \text{ else } |t| - 1/2", _huber,
-           "SOC-representable by partial minimisation, but not a sum of one quadratic and one norm"),
+           "SOC-representable by partial minimisation, but not a sum of one quadratic and one norm",
+           "piecewise-linear"),
         _t("l1", r"\|x\|_1", _l1,
-           "polyhedral: a ReLU backbone with width >= d is exact (|t| = 2 relu(t) - t)"),
+           "polyhedral: a ReLU backbone with width >= d is exact (|t| = 2 relu(t) - t)", "piecewise-linear"),
         _t("exp_sum", r"\sum_i e^{x_i/2}", _exp_sum,
-           "smooth, not SOC-representable (exponential cone)"),
+           "smooth, not SOC-representable (exponential cone)", "exponential-cone"),
+        _t("kinks_quad", r"\sum_i \big(|x_i| + |1 - x_i|\big) + \tfrac14 \sum_i w[0.5,2]_i x_i^2", _kinks_quad,
+           "polyhedral kinks (a ReLU backbone of width >= 2d) plus a quadratic (one block)", "piecewise-linear"),
     )
 }
+
+
+# The ten targets of the reference scripts (their tenth is ``kinks_quad``; ``exp_sum`` is ours).
+REFERENCE_TARGETS = (
+    "quad_iso", "quad_aniso", "norm_euclid", "norm_aniso", "mixed",
+    "softplus_sum", "logsumexp_quad", "huber", "l1", "kinks_quad",
+)
 
 
 def target_names() -> list[str]:
@@ -187,10 +208,14 @@ def make_dataset(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    sample_dtype: torch.dtype = torch.float64,
 ) -> Dataset:
-    """Sample ``x ~ U[low, high]^d`` for the three splits and evaluate the target.
+    """Sample ``x ~ U[low, high)^d`` for the three splits and evaluate the target.
 
-    Deterministic given ``seed`` (a private CPU generator; values computed in float64 and cast).
+    Deterministic given ``seed`` (a private CPU generator). The draws are made in
+    ``sample_dtype`` (the reference draws float32), the target is evaluated in float64 on those
+    draws, and both are cast to ``dtype``. The inputs depend on ``(dim, seed)`` only, so every
+    target of one ``(dim, seed)`` shares them.
     """
     tgt = target if isinstance(target, Target) else get_target(target)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
@@ -200,7 +225,7 @@ def make_dataset(
     for n in (n_train, n_val, n_test):
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"split sizes must be positive integers, got {n!r}")
-        X = tgt.low + (tgt.high - tgt.low) * torch.rand(n, dim, generator=gen, dtype=torch.float64)
-        y = tgt(X)
+        X = tgt.low + (tgt.high - tgt.low) * torch.rand(n, dim, generator=gen, dtype=sample_dtype)
+        y = tgt(X.double())
         splits += [X.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)]
     return Dataset(*splits)

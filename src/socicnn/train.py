@@ -33,7 +33,7 @@ from torch import nn
 from ._checks import check_choice
 from .profiles import resolve_device
 
-__all__ = ["SCHEDULES", "FitResult", "fit", "lr_factor", "mse"]
+__all__ = ["SCHEDULES", "FitResult", "check_fit_options", "fit", "lr_factor", "mse"]
 
 SCHEDULES = ("constant", "cosine")
 
@@ -112,6 +112,27 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_fit_options(
+    steps, batch_size, lr, schedule, warmup, final_lr_fraction, clip_norm, patience
+) -> tuple[int, int, int | None]:
+    """Validate the options shared by :func:`fit` and the batched trainer; returns
+    ``(steps, batch_size, patience)`` as ints (``patience`` may be ``None``)."""
+    steps = _positive_int("steps", steps)
+    batch_size = _positive_int("batch_size", batch_size)
+    check_choice("schedule", schedule, SCHEDULES)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
+    if patience is not None:
+        patience = _positive_int("patience", patience)
+    if warmup < 0 or warmup >= steps:
+        raise ValueError(f"warmup must be in [0, steps), got {warmup!r}")
+    if not 0.0 <= final_lr_fraction <= 1.0:
+        raise ValueError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction!r}")
+    return steps, batch_size, patience
+
+
 def _show_progress(progress: bool | None, steps: int) -> bool:
     if progress is not None:
         return bool(progress)
@@ -167,19 +188,9 @@ def fit(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    check_choice("schedule", schedule, SCHEDULES)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
-    if patience is not None:
-        patience = _positive_int("patience", patience)
-    if warmup < 0 or warmup >= steps:
-        raise ValueError(f"warmup must be in [0, steps), got {warmup!r}")
-    if not 0.0 <= final_lr_fraction <= 1.0:
-        raise ValueError(f"final_lr_fraction must be in [0, 1], got {final_lr_fraction!r}")
+    steps, batch_size, patience = check_fit_options(
+        steps, batch_size, lr, schedule, warmup, final_lr_fraction, clip_norm, patience
+    )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)

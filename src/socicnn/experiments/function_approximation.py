@@ -1,20 +1,34 @@
-"""Function approximation: SOC-ICNN against ReLU-, softplus-, Quad- and Norm-ICNNs (EXPERIMENTS.md G).
+"""Function approximation: SOC-ICNN against ReLU-, softplus-, Quad- and Norm-ICNNs (paper A's experiment 2).
 
-The sweep trains every parameter-matched model family (:mod:`socicnn.families`) on every
-target (:mod:`socicnn.targets`) for each dimension and seed, under each training budget, and
-returns a tidy table (one row per dimension, target, model, seed and budget). Two budgets:
+A sweep (:class:`SweepConfig`) trains every parameter-matched model family
+(:mod:`socicnn.families`) on every target (:mod:`socicnn.targets`) for each dimension and seed,
+and returns a tidy table (one row per configuration, dimension, target, model and seed). Models
+of one family and dimension are trained together by :func:`socicnn.batched.fit_batched`
+(``batched=False``: one at a time with :func:`socicnn.train.fit`, the same numbers up to
+floating-point reassociation).
 
-- ``reference``: the reference scripts' own, Adam at a constant ``lr = 1e-3`` for 240 optimiser
-  steps (120 epochs of 6000 samples at batch 4096), weight decay ``1e-6``, clipping at 1;
-- ``converged``: an equal, much longer step budget for every model with a warm-up + cosine
-  learning-rate schedule, long enough that the validation loss stops improving.
+The configurations form a ladder (:func:`ladder_for`): the first rung is the reference run
+(:func:`reference_config`, the public scripts' setup to the letter: their parameterisation and
+initialisation, raw-scale targets, 240 Adam steps), and each further rung changes one thing:
 
-Metrics on the test split: MSE, relative L2 error ``||f_hat - f|| / ||f||``, and the same for
-the trivial predictor (the training mean) as the floor any model must beat.
+1. ``standardised``: train on ``(y - mean) / sd`` of the training split (metrics stay raw);
+2. ``movable z-path``: the z-path's raw weights start where the softplus lets them move
+   (``softplus(raw) = 1/sqrt(width)`` instead of ``softplus(-3.5) = 0.03``);
+3. ``long budget``: an equal, much longer step budget with warm-up and cosine decay;
+4. ``library defaults``: the library's own :class:`~socicnn.model.SOCICNN` families and
+   initialisation (parameter-matched by the same rule), on the long budget.
+
+Metrics on the test split: MSE and relative L2 error ``||y - y_hat|| / ||y||`` (raw scale), and
+the same for the constant predictor (the training mean), the floor every model must beat. A run
+counts as *converged* when its best validation loss fell by less than :data:`CONVERGED_TOL`
+(relative) during the last 20% of its steps, or early stopping ended it.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import time
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 
@@ -23,26 +37,36 @@ import pandas as pd
 import torch
 
 from .. import families as fam
+from ..batched import fit_batched
 from ..model import SOCICNN
 from ..profiles import pick, resolve_device
-from ..targets import get_target, make_dataset, target_names
+from ..targets import GROUPS, REFERENCE_TARGETS, get_target, make_dataset
 from ..train import fit
 
 __all__ = [
     "Budget",
+    "CONVERGED_TOL",
+    "REFERENCE_BUDGET",
     "SweepConfig",
     "SweepResult",
-    "REFERENCE_BUDGET",
+    "advantage_table",
+    "as_runs",
+    "config_dict",
     "config_for",
+    "exact_soc_model",
+    "GAP_MIN_RATIO",
+    "gap_table",
+    "ladder_for",
+    "reference_config",
+    "results_matrix",
+    "run_ladder",
     "run_sweep",
     "summarize",
-    "advantage_table",
-    "results_matrix",
-    "verdict",
-    "config_dict",
-    "exact_soc_model",
     "trivial_ok",
+    "verdict",
 ]
+
+CONVERGED_TOL = 0.01
 
 
 @dataclass(frozen=True)
@@ -58,91 +82,108 @@ class Budget:
     weight_decay: float = 1e-6
     clip_norm: float | None = 1.0
     eval_every: int | None = None
+    patience: int | None = None
+
+    def describe(self) -> str:
+        stop = f", patience {self.patience} checks" if self.patience else ""
+        return (f"{self.name}: {self.steps} Adam steps at batch {self.batch_size}, lr {self.lr:g} ({self.schedule}"
+                f"{f', {self.warmup} warm-up' if self.warmup else ''}), weight decay {self.weight_decay:g}, "
+                f"clip {self.clip_norm}, validation every {self.eval_every} steps{stop}")
 
 
-# The reference evaluates every 5 epochs (10 steps at 6000 samples and batch 4096).
-REFERENCE_BUDGET = Budget("reference", steps=240, batch_size=4096, lr=1e-3, eval_every=10)
+# The reference: 120 epochs of 6000 samples at batch 4096 (2 steps per epoch), validation every
+# 5 epochs (10 steps), best state kept, early stopping after 8 checks without improvement.
+REFERENCE_BUDGET = Budget("reference", steps=240, batch_size=4096, lr=1e-3, eval_every=10, patience=8)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What the sweep runs: dims (with the SOC width for each), targets, families, seeds,
-    budgets and split sizes."""
+    """What one sweep runs: dims (with the SOC width for each), targets, families, seeds, one
+    budget, split sizes, and how models are built and targets scaled.
 
+    ``parameterisation`` is ``"reference"`` (:class:`~socicnn.families.ReferenceICNN`, z-path
+    raw weights at mean ``-3.5`` or, with ``zpath="movable"``, at ``softplus^-1(1/sqrt(width))``)
+    or ``"library"`` (:class:`~socicnn.model.SOCICNN`, blocks scaled by ``block_init_scale``).
+    """
+
+    name: str
     dims: tuple[int, ...]
     widths: dict[int, int]
     targets: tuple[str, ...]
     seeds: tuple[int, ...]
-    budgets: tuple[Budget, ...]
+    budget: Budget
     n_train: int = 6000
     n_val: int = 1000
     n_test: int = 2000
     families: tuple[str, ...] = fam.FAMILIES
     soc_depth: int = 2
-    block_init_scale: float = 0.01
+    parameterisation: str = "reference"
+    zpath: str = "reference"
+    block_init_scale: float = 1.0
+    standardize: bool = False
+    sample_dtype: str = "float32"
+
+    def zpath_mean(self, width: int) -> float:
+        """Mean of the raw z-path weights at initialisation (reference parameterisation)."""
+        if self.zpath == "reference":
+            return fam.REFERENCE_ZPATH_MEAN
+        return math.log(math.expm1(width**-0.5))
 
     def describe(self) -> str:
-        budgets = "; ".join(
-            f"{b.name}: {b.steps} steps, batch {b.batch_size}, lr {b.lr:g} ({b.schedule})" for b in self.budgets
-        )
+        model = (f"reference parameterisation, z-path init {self.zpath}" if self.parameterisation == "reference"
+                 else f"library parameterisation, block init scale {self.block_init_scale:g}")
         return (
-            f"dims {list(self.dims)} (SOC widths {[self.widths[d] for d in self.dims]}), "
+            f"[{self.name}] dims {list(self.dims)} (SOC widths {[self.widths[d] for d in self.dims]}), "
             f"{len(self.targets)} targets, {len(self.families)} models, seeds {list(self.seeds)}, "
-            f"{self.n_train}/{self.n_val}/{self.n_test} train/val/test samples, block init scale "
-            f"{self.block_init_scale:g}; budgets: {budgets}"
+            f"{self.n_train}/{self.n_val}/{self.n_test} samples, targets "
+            f"{'standardised' if self.standardize else 'raw'}, {model}; {self.budget.describe()}"
         )
 
 
-def config_for(profile: str) -> SweepConfig:
-    """The sweep of a profile: ``paper`` is EXPERIMENTS.md G in full; ``book`` fits a few
-    minutes on 2 CPU cores; ``smoke`` touches every family and every target in seconds."""
+def reference_config(profile: str) -> SweepConfig:
+    """The reference scripts' run at ``paper``; ``book`` keeps its settings on one dimension,
+    four targets (quadratic, norm, exponential-cone, piecewise-linear) and two seeds; ``smoke``
+    is a tiny code-path check."""
     paper = SweepConfig(
+        name="reference",
         dims=(5, 10, 20, 50),
         widths={5: 16, 10: 20, 20: 24, 50: 32},
-        targets=tuple(target_names()),
+        targets=REFERENCE_TARGETS,
         seeds=(2026, 2027, 2028),
-        budgets=(
-            REFERENCE_BUDGET,
-            Budget("converged", steps=10000, batch_size=4096, lr=1e-2, schedule="cosine", warmup=200, eval_every=50),
-        ),
+        budget=REFERENCE_BUDGET,
     )
-    book = SweepConfig(
-        dims=(10,),
-        widths={10: 20},
-        targets=("quad_iso", "norm_euclid", "mixed", "huber"),
-        seeds=(2026, 2027),
-        budgets=(
-            replace(REFERENCE_BUDGET, batch_size=1024),
-            Budget("converged", steps=1000, batch_size=1024, lr=1e-2, schedule="cosine", warmup=50, eval_every=20),
-        ),
-        n_train=1500,
-        n_val=500,
-        n_test=1000,
-    )
-    smoke = SweepConfig(
-        dims=(3,),
-        widths={3: 8},
-        targets=tuple(target_names()),
-        seeds=(2026,),
-        budgets=(
-            Budget("reference", steps=20, batch_size=256, lr=1e-3),
-            Budget("converged", steps=100, batch_size=256, lr=3e-2, schedule="cosine", warmup=10, eval_every=10),
-        ),
-        n_train=256,
-        n_val=128,
-        n_test=128,
-    )
+    book = replace(paper, dims=(5,), widths={5: 16}, seeds=(2026, 2027),
+                   targets=("quad_aniso", "norm_aniso", "logsumexp_quad", "kinks_quad"))
+    smoke = replace(paper, dims=(3,), widths={3: 6}, seeds=(2026, 2027), n_train=256, n_val=64, n_test=64,
+                    budget=replace(REFERENCE_BUDGET, steps=16, batch_size=128, eval_every=4))
     return pick(profile, smoke=smoke, book=book, paper=paper)
+
+
+config_for = reference_config
+
+
+def ladder_for(profile: str) -> list[SweepConfig]:
+    """The reference configuration, then one change at a time (module docstring)."""
+    ref = reference_config(profile)
+    long = Budget("long", steps=pick(profile, smoke=40, book=400, paper=2000), batch_size=ref.budget.batch_size,
+                  lr=3e-3, schedule="cosine", warmup=pick(profile, smoke=4, book=20, paper=100),
+                  eval_every=pick(profile, smoke=4, book=20, paper=20))
+    std = replace(ref, name="standardised", standardize=True)
+    movable = replace(std, name="movable z-path", zpath="movable")
+    longer = replace(movable, name="long budget", budget=long)
+    library = replace(longer, name="library defaults", parameterisation="library", block_init_scale=1.0)
+    return [ref, std, movable, longer, library]
 
 
 @dataclass
 class SweepResult:
     """The tidy results ``table`` and the training ``logs`` keyed by
-    ``(dim, target, family, seed, budget)``."""
+    ``(config, dim, target, family, seed)``; ``wall_time`` seconds per configuration."""
 
     table: pd.DataFrame
     logs: dict[tuple, pd.DataFrame] = field(default_factory=dict)
     parameters: pd.DataFrame | None = None
+    wall_time: dict[str, float] = field(default_factory=dict)
 
 
 def _late_improvement(log: pd.DataFrame, steps: int) -> float:
@@ -153,167 +194,274 @@ def _late_improvement(log: pd.DataFrame, steps: int) -> float:
     return float((early - best) / early) if early > 0 else 0.0
 
 
-def _train_and_score(
-    spec: fam.ModelSpec, budget: Budget, data, seed: int, dev: torch.device
-) -> tuple[dict, pd.DataFrame]:
-    """Train one model of ``spec`` under ``budget``; its test metrics and training log."""
-    model = spec.build(dtype=torch.float32, device=dev, seed=seed)
-    res = fit(
-        model, data.X_train, data.y_train, data.X_val, data.y_val,
-        steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr, schedule=budget.schedule,
-        warmup=budget.warmup, weight_decay=budget.weight_decay, clip_norm=budget.clip_norm,
-        eval_every=budget.eval_every, device=dev, seed=seed, progress=False,
+def _specs(cfg: SweepConfig, dim: int) -> dict[str, fam.ModelSpec]:
+    width = cfg.widths[dim]
+    return fam.matched_specs(
+        dim, width, cfg.soc_depth, families=cfg.families, block_init_scale=cfg.block_init_scale,
+        parameterisation=cfg.parameterisation, zpath_mean=cfg.zpath_mean(width),
+        max_depth=8 if cfg.parameterisation == "reference" else 64,
     )
-    with torch.no_grad():
-        err = res.model(data.X_test) - data.y_test
-    row = dict(
-        test_mse=float((err * err).mean()),
-        rel_l2=float(torch.linalg.vector_norm(err) / torch.linalg.vector_norm(data.y_test)),
-        train_time=res.train_time,
-        best_step=res.best_step,
-        late_improvement=_late_improvement(res.log, budget.steps),
-    )
-    return row, res.log
 
 
 def run_sweep(
-    cfg: SweepConfig, device: str | torch.device = "auto", progress: bool = False, cpu_threads: int | None = 1
+    cfg: SweepConfig,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    cpu_threads: int | None = 1,
+    batched: bool = True,
 ) -> SweepResult:
-    """Train every (dim, target, family, seed, budget) of ``cfg``; returns a :class:`SweepResult`.
+    """Train every (dim, target, family, seed) of ``cfg``; returns a :class:`SweepResult`.
 
-    Data are float32 on ``device``; each model is initialised with the run's seed, and the
-    batch order is seeded by it too, so a run is repeatable. On CPU the sweep runs with
-    ``cpu_threads`` intra-op threads (restored afterwards): these small models are bound by
-    per-operation overhead, and extra threads only contend with each other.
+    Data are float32 on ``device``; a model is initialised with its run's seed and its batch
+    order is seeded by it too, so a sweep is repeatable. On CPU the sweep runs with
+    ``cpu_threads`` intra-op threads (restored afterwards).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    b = cfg.budget
+    opts = dict(steps=b.steps, batch_size=b.batch_size, lr=b.lr, schedule=b.schedule, warmup=b.warmup,
+                weight_decay=b.weight_decay, clip_norm=b.clip_norm, eval_every=b.eval_every, patience=b.patience,
+                device=dev)
     rows, logs, param_rows = [], {}, []
-    total = len(cfg.dims) * len(cfg.targets) * len(cfg.seeds) * len(cfg.families) * len(cfg.budgets)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="function approximation")
+        bar = tqdm(total=len(cfg.dims) * len(cfg.families), desc=cfg.name)
     threads = torch.get_num_threads()
     if dev.type == "cpu" and cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
+    t_start = time.perf_counter()
     try:
         for dim in cfg.dims:
-            specs = fam.matched_specs(
-                dim, cfg.widths[dim], cfg.soc_depth, families=cfg.families, block_init_scale=cfg.block_init_scale
-            )
+            specs = _specs(cfg, dim)
             params = fam.parameter_table(specs)
             params.insert(0, "dim", dim)
             param_rows.append(params)
-            for target, seed in product(cfg.targets, cfg.seeds):
-                data = make_dataset(target, dim, cfg.n_train, cfg.n_val, cfg.n_test, seed=seed, device=dev)
-                const = data.y_train.mean()
-                const_mse = float(((data.y_test - const) ** 2).mean())
-                const_rel = float(torch.linalg.vector_norm(data.y_test - const) / torch.linalg.vector_norm(data.y_test))
-                for (family, spec), budget in product(specs.items(), cfg.budgets):
-                    row, log = _train_and_score(spec, budget, data, seed, dev)
+            cases = list(product(cfg.targets, cfg.seeds))
+            data = [make_dataset(t, dim, cfg.n_train, cfg.n_val, cfg.n_test, seed=s, device=dev,
+                                 sample_dtype=getattr(torch, cfg.sample_dtype)) for t, s in cases]
+            mu = torch.stack([ds.y_train.mean() for ds in data]) if cfg.standardize else torch.zeros(len(data))
+            sd = torch.stack([ds.y_train.std() for ds in data]) if cfg.standardize else torch.ones(len(data))
+            mu, sd = mu.to(dev), sd.to(dev)
+            Y = (torch.stack([ds.y_train for ds in data]) - mu[:, None]) / sd[:, None]
+            Yv = (torch.stack([ds.y_val for ds in data]) - mu[:, None]) / sd[:, None]
+            X, Xv = torch.stack([ds.X_train for ds in data]), torch.stack([ds.X_val for ds in data])
+            seeds = [s for _, s in cases]
+            for family, spec in specs.items():
+                models = [spec.build(dtype=torch.float32, device=dev, seed=s) for s in seeds]
+                t0 = time.perf_counter()
+                if batched:
+                    results = fit_batched(models, X, Y, Xv, Yv, seeds=seeds, **opts)
+                else:
+                    results = [fit(mdl, X[i], Y[i], Xv[i], Yv[i], seed=seeds[i], progress=False, **opts)
+                               for i, mdl in enumerate(models)]
+                group_time = time.perf_counter() - t0
+                for i, ((target, seed), ds, res) in enumerate(zip(cases, data, results, strict=True)):
+                    with torch.no_grad():
+                        err = mu[i] + sd[i] * res.model(ds.X_test) - ds.y_test
+                    const = ds.y_train.mean()
+                    late = _late_improvement(res.log, b.steps)
                     rows.append(dict(
-                        dim=dim, target=target, model=spec.label, family=family, seed=seed, budget=budget.name,
-                        steps=budget.steps, params=spec.num_parameters(), depth=spec.depth, width=spec.width,
-                        const_mse=const_mse, const_rel_l2=const_rel, **row,
+                        config=cfg.name, dim=dim, target=target, group=get_target(target).group, model=spec.label,
+                        family=family, seed=seed, budget=b.name, steps=res.steps, params=spec.num_parameters(),
+                        depth=spec.depth, width=spec.width,
+                        test_mse=float((err * err).mean()),
+                        rel_l2=float(torch.linalg.vector_norm(err) / torch.linalg.vector_norm(ds.y_test)),
+                        const_mse=float(((ds.y_test - const) ** 2).mean()),
+                        const_rel_l2=float(torch.linalg.vector_norm(ds.y_test - const)
+                                           / torch.linalg.vector_norm(ds.y_test)),
+                        best_step=res.best_step, late_improvement=late,
+                        converged=bool(res.stopped_early or late < CONVERGED_TOL),
+                        train_time=group_time / len(models), group_time=group_time, group_size=len(models),
                     ))
-                    logs[(dim, target, family, seed, budget.name)] = log
-                    if bar is not None:
-                        bar.update(1)
+                    logs[(cfg.name, dim, target, family, seed)] = res.log
+                if bar is not None:
+                    bar.update(1)
     finally:
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
-    columns = ["dim", "target", "model", "family", "seed", "budget", "steps", "params", "depth", "width",
-               "test_mse", "rel_l2", "const_mse", "const_rel_l2", "train_time", "best_step", "late_improvement"]
-    return SweepResult(pd.DataFrame(rows)[columns], logs, pd.concat(param_rows, ignore_index=True))
+    wall = time.perf_counter() - t_start
+    return SweepResult(pd.DataFrame(rows), logs, pd.concat(param_rows, ignore_index=True), {cfg.name: wall})
+
+
+def run_ladder(configs: list[SweepConfig], device: str | torch.device = "auto", **kw) -> SweepResult:
+    """:func:`run_sweep` for each configuration; one table (column ``config``) in ladder order."""
+    parts = [run_sweep(cfg, device, **kw) for cfg in configs]
+    return SweepResult(
+        pd.concat([p.table for p in parts], ignore_index=True),
+        {k: v for p in parts for k, v in p.logs.items()},
+        pd.concat([p.parameters.assign(config=cfg.name) for p, cfg in zip(parts, configs, strict=True)],
+                  ignore_index=True),
+        {k: v for p in parts for k, v in p.wall_time.items()},
+    )
 
 
 _MODEL_ORDER = {fam.LABELS[f]: i for i, f in enumerate(fam.FAMILIES)}
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds of relative L2, with parameters and mean training time, one row
-    per (budget, dim, target, model); models in the families' order."""
-    g = table.groupby(["budget", "dim", "target", "model"], sort=False)
+    """Mean and sd (ddof 1) over seeds of test MSE and relative L2, one row per (config, dim,
+    target, model), with parameters, the constant predictor, convergence (every seed) and the
+    mean amortised training time per model; ladder and families' order kept."""
+    keys = ["config", "dim", "target", "group", "model", "family"]
+    g = table.groupby(keys, sort=False)
     out = g.agg(
+        params=("params", "first"),
+        depth=("depth", "first"),
+        seeds=("seed", "nunique"),
+        test_mse_mean=("test_mse", "mean"),
+        test_mse_sd=("test_mse", "std"),
         rel_l2_mean=("rel_l2", "mean"),
         rel_l2_sd=("rel_l2", "std"),
-        params=("params", "first"),
-        train_time=("train_time", "mean"),
+        const_mse=("const_mse", "mean"),
+        const_rel_l2=("const_rel_l2", "mean"),
+        converged=("converged", "all"),
         late_improvement=("late_improvement", "max"),
+        best_step=("best_step", "mean"),
+        steps=("steps", "max"),
+        train_time=("train_time", "mean"),
     ).reset_index()
-    out["rel_l2_sd"] = out["rel_l2_sd"].fillna(0.0)
-    out["_order"] = out["model"].map(_MODEL_ORDER)
-    return out.sort_values(["budget", "dim", "target", "_order"]).drop(columns="_order").reset_index(drop=True)
+    order = {c: i for i, c in enumerate(table["config"].unique())}
+    out["_c"], out["_m"] = out["config"].map(order), out["model"].map(_MODEL_ORDER)
+    return out.sort_values(["_c", "dim", "target", "_m"]).drop(columns=["_c", "_m"]).reset_index(drop=True)
 
 
-def results_matrix(table: pd.DataFrame, budget: str) -> pd.DataFrame:
-    """Relative L2 as ``"mean ± sd"`` strings over seeds: rows (dim, target), columns the
-    models (families' order), for one budget."""
-    summary = summarize(table[table["budget"] == budget])
-    summary["cell"] = [f"{m:.2e} ± {s:.0e}" for m, s in zip(summary["rel_l2_mean"], summary["rel_l2_sd"], strict=True)]
+def as_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`summarize` table (e.g. a stored one) in the per-run layout that
+    :func:`results_matrix`, :func:`advantage_table`, :func:`gap_table` and :func:`verdict` read:
+    one row per (config, dim, target, model) carrying the seed means (``rel_l2``, ``test_mse``)
+    and sds; counts of runs then count (case, model) means."""
+    out = summary.rename(columns={"rel_l2_mean": "rel_l2", "test_mse_mean": "test_mse"}).copy()
+    out["seed"] = 0
+    return out
+
+
+def results_matrix(table: pd.DataFrame, config: str, value: str = "rel_l2") -> pd.DataFrame:
+    """``value`` as ``"mean ± sd"`` strings over seeds: rows (dim, target), columns the models
+    (families' order), plus the constant predictor, for one configuration. ``table`` is per-run
+    (:func:`run_sweep`) or already a :func:`summarize` table (a stored one)."""
+    sub = table[table["config"] == config]
+    summary = sub.copy() if f"{value}_mean" in sub.columns else summarize(sub)
+    summary["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in
+                       zip(summary[f"{value}_mean"], summary[f"{value}_sd"], strict=True)]
     out = summary.pivot(index=["dim", "target"], columns="model", values="cell")
-    return out[sorted(out.columns, key=_MODEL_ORDER.get)]
+    out = out[sorted(out.columns, key=_MODEL_ORDER.get)]
+    const = summary.groupby(["dim", "target"])[f"const_{value}"].first()
+    out["constant"] = [f"{v:.3g}" for v in const.loc[out.index]]
+    return out
 
 
 def advantage_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (budget, dim, target): SOC-ICNN's mean relative L2, the best baseline's, their
+    """Per (config, dim, target): SOC-ICNN's mean relative L2, the best baseline's, their
     ratio (best baseline / SOC; > 1 means SOC-ICNN is better) and whether SOC-ICNN ranks first."""
-    means = table.groupby(["budget", "dim", "target", "family"])["rel_l2"].mean().unstack("family")
+    keys = ["config", "dim", "target", "group"]
+    means = table.groupby([*keys, "family"], sort=False)["rel_l2"].mean().unstack("family")
     baselines = [f for f in means.columns if f != "soc"]
     out = pd.DataFrame({
         "soc": means["soc"],
         "best_baseline": means[baselines].min(axis=1),
         "best_baseline_model": means[baselines].idxmin(axis=1).map(fam.LABELS),
+        "relu": means["relu"] if "relu" in means else np.nan,
     })
     out["ratio"] = out["best_baseline"] / out["soc"]
     out["soc_first"] = out["soc"] <= out["best_baseline"]
     return out.reset_index()
 
 
-def _geomean(x: pd.Series) -> float:
-    return float(np.exp(np.log(x.to_numpy()).mean()))
+def _geomean(x) -> float:
+    return float(np.exp(np.log(np.asarray(x, dtype=float)).mean()))
+
+
+GAP_MIN_RATIO = 1.1
+
+
+def gap_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ladder per target group, configurations in ladder order.
+
+    Columns: ``best_baseline_over_soc`` and ``relu_over_soc``, the geometric mean over (dim,
+    target) cases of the best baseline's (the ReLU-ICNN's) mean relative L2 error over
+    SOC-ICNN's (the gap; > 1: SOC-ICNN ahead); ``gap_closed``, the share of the first
+    configuration's best-baseline gap that this configuration's change closes,
+    ``(log r_prev - log r) / log r_first`` (defined only where ``r_first >= GAP_MIN_RATIO``, a
+    gap worth closing); ``soc_over_constant`` and ``relu_over_constant``, the geometric-mean ratio
+    of their relative L2 errors to the constant predictor's (>= 1: no better than the mean); and
+    ``baselines_worse_than_constant``, the share of baseline runs whose test MSE is not below the
+    constant predictor's.
+    """
+    adv = advantage_table(table)
+    const = table.groupby(["config", "dim", "target"], sort=False)["const_rel_l2"].first()
+    adv["const"] = [const.loc[(c, d, t)] for c, d, t in zip(adv["config"], adv["dim"], adv["target"], strict=True)]
+    base = table[table["family"] != "soc"]
+    worse = (base["test_mse"] >= base["const_mse"]).groupby([base["config"], base["group"]]).mean()
+    rows = []
+    for group in sorted(table["group"].unique(), key=GROUPS.index):
+        first = prev = None
+        for config in table["config"].unique():
+            cur = adv[(adv["group"] == group) & (adv["config"] == config)]
+            if cur.empty:
+                continue
+            r = _geomean(cur["best_baseline"] / cur["soc"])
+            first = r if first is None else first
+            closed = np.nan
+            if prev is not None and first >= GAP_MIN_RATIO:
+                closed = (math.log(prev) - math.log(r)) / math.log(first)
+            rows.append(dict(
+                group=group, config=config, cases=len(cur), best_baseline_over_soc=r,
+                relu_over_soc=_geomean(cur["relu"] / cur["soc"]), gap_closed=closed,
+                soc_over_constant=_geomean(cur["soc"] / cur["const"]),
+                relu_over_constant=_geomean(cur["relu"] / cur["const"]),
+                baselines_worse_than_constant=float(worse.get((config, group), np.nan)),
+            ))
+            prev = r
+    return pd.DataFrame(rows)
 
 
 def verdict(table: pd.DataFrame) -> list[str]:
-    """Sentences, computed from ``table``, on whether SOC-ICNN's advantage survives convergence."""
+    """Sentences computed from ``table``: SOC-ICNN's rank per configuration, the constant-
+    predictor floor, how the gap to the baselines moves along the ladder, and convergence."""
     adv = advantage_table(table)
+    unit = "seed-averaged results" if "rel_l2_sd" in table.columns else "runs"  # as_runs() tables hold means
     lines = []
-    for budget, sub in adv.groupby("budget", sort=False):
-        wins = int(sub["soc_first"].sum())
+    for config, sub in adv.groupby("config", sort=False):
+        runs = table[table["config"] == config]
+        base = runs[runs["family"] != "soc"]
+        worse = base["test_mse"] >= base["const_mse"]
         lines.append(
-            f"Budget '{budget}': SOC-ICNN has the lowest mean relative L2 error in {wins} of {len(sub)} "
-            f"(dimension, target) cases; the best baseline's error is on average (geometric mean) "
-            f"{_geomean(sub['ratio']):.3g}x SOC-ICNN's (range {sub['ratio'].min():.3g}x to {sub['ratio'].max():.3g}x)."
+            f"'{config}': SOC-ICNN has the lowest mean relative L2 error in {int(sub['soc_first'].sum())} of "
+            f"{len(sub)} (dimension, target) cases; the best baseline's error is {_geomean(sub['ratio']):.3g}x "
+            f"SOC-ICNN's (geometric mean; range {sub['ratio'].min():.3g}x to {sub['ratio'].max():.3g}x); "
+            f"{int(worse.sum())} of {len(base)} baseline {unit} are no better than the constant predictor; "
+            f"{int(runs['converged'].sum())} of {len(runs)} {unit} converged."
         )
-    names = list(adv["budget"].unique())
-    if "reference" in names and "converged" in names:
-        ref = adv[adv["budget"] == "reference"].set_index(["dim", "target"])
-        conv = adv[adv["budget"] == "converged"].set_index(["dim", "target"])
-        kept = ref["soc_first"] & conv["soc_first"]
-        lost = ref["soc_first"] & ~conv["soc_first"]
-        lines.append(
-            f"Of the {int(ref['soc_first'].sum())} cases SOC-ICNN wins at the reference budget, it still wins "
-            f"{int(kept.sum())} after convergence and loses {int(lost.sum())}"
-            + (f" ({', '.join(f'd={d} {t}' for d, t in lost[lost].index)})." if lost.any() else ".")
-        )
-        exact = {t for t in conv.index.get_level_values("target") if get_target(t).soc_exact}
-        for group, keep in (("SOC-representable", True), ("other", False)):
-            sel = conv[[(t in exact) == keep for t in conv.index.get_level_values("target")]]
-            if len(sel):
-                lines.append(
-                    f"After convergence, on {group} targets the best baseline's error is "
-                    f"{_geomean(sel['ratio']):.3g}x SOC-ICNN's (geometric mean over {len(sel)} cases; "
-                    f"SOC-ICNN first in {int(sel['soc_first'].sum())})."
-                )
+    gaps = gap_table(table)
+    configs = list(table["config"].unique())
+    if len(configs) > 1:
+        first, last = configs[0], configs[-1]
+        for group, sub in gaps.groupby("group", sort=False):
+            sub = sub.set_index("config")
+            if first not in sub.index or last not in sub.index:
+                continue
+            r0, r1 = sub.loc[first, "best_baseline_over_soc"], sub.loc[last, "best_baseline_over_soc"]
+            cases = int(sub.loc[first, "cases"])
+            closing = sub["gap_closed"].dropna()
+            if r0 < GAP_MIN_RATIO:
+                how = f"SOC-ICNN is not ahead by {GAP_MIN_RATIO:g}x in '{first}', so there is no gap to close"
+            else:
+                how = (f"the change that closes most of the gap is '{closing.idxmax()}' ({closing.max():.0%} of it)"
+                       if closing.max() > 0 else "no change closes any of the gap")
+            lines.append(
+                f"{group} targets ({cases} case{'' if cases == 1 else 's'}): "
+                f"the best baseline's error is {r0:.3g}x "
+                f"SOC-ICNN's in '{first}' and {r1:.3g}x in '{last}'; {how}."
+            )
     return lines
 
 
 def exact_soc_model(target: str, dim: int, width: int, depth: int = 2) -> SOCICNN:
-    """The benchmark SOC-ICNN architecture (float64) with weights equal to an SOC-representable
-    target: the backbone's output is switched off (``c = 0``, ``v = 0``, ``b0 = 0``), the
-    target's block gets ``M`` with weight 1, the other block weight 0."""
+    """The benchmark SOC-ICNN architecture (library parameterisation, float64) with weights
+    equal to an SOC-representable target: the backbone's output is switched off (``c = 0``,
+    ``v = 0``, ``b0 = 0``), the target's block gets ``M`` with weight 1, the other block weight 0."""
     tgt = get_target(target)
     if tgt.soc_block is None:
         raise ValueError(f"target {target!r} is not exactly representable by the benchmark SOC-ICNN")
@@ -335,6 +483,87 @@ def config_dict(cfg: SweepConfig) -> dict:
 
 
 def trivial_ok(table: pd.DataFrame) -> pd.Series:
-    """Per row: the test MSE is finite and below the trivial (training-mean) predictor's."""
+    """Per row: the test MSE is finite and below the constant (training-mean) predictor's."""
     return np.isfinite(table["test_mse"]) & (table["test_mse"] < table["const_mse"])
 
+
+def _run_job(cfg: SweepConfig, device: str) -> tuple[pd.DataFrame, float]:
+    res = run_sweep(cfg, device)
+    return res.table, res.wall_time[cfg.name]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ladder at a profile and store its tables (the paper-scale run).
+
+    ``python -m socicnn.experiments.function_approximation --profile paper [--dims 5 10 20 50]
+    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--workers 2] [--device cpu]``. Jobs are one
+    (configuration, dimension) each, run by ``--workers`` processes. Whenever a job completes,
+    ``function_approximation_reference`` (per-seed rows of the reference configuration) and
+    ``function_approximation_fair`` (mean and sd over seeds of every completed job) are rewritten
+    under the stored-results directory with provenance listing the completed jobs and their wall
+    times, so the tables only ever hold what finished.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from ..results import RESULTS_DIR, save_table
+
+    parser = argparse.ArgumentParser(description="Experiment G: the reference run and the ladder")
+    parser.add_argument("--profile", default="paper", choices=["smoke", "book", "paper"])
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dims", type=int, nargs="*", default=None, help="dims of every configuration")
+    parser.add_argument("--long-dims", type=int, nargs="*", default=None,
+                        help="dims of the long-budget configurations (default: --dims)")
+    parser.add_argument("--configs", nargs="*", default=None, help="a subset of the ladder, by name")
+    parser.add_argument("--targets", nargs="*", default=None, help="a subset of the profile's targets")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    args = parser.parse_args(argv)
+    ladder = ladder_for(args.profile)
+    names = [c.name for c in ladder]
+    if args.configs and set(args.configs) - set(names):
+        parser.error(f"unknown configuration(s) {sorted(set(args.configs) - set(names))}; choose from {names}")
+    grid = ladder[0].dims
+    dims = tuple(args.dims or grid)
+    long_dims = tuple(args.long_dims or dims)
+    off_grid = sorted(set(dims + long_dims) - set(grid))
+    if off_grid:
+        parser.error(f"dims {off_grid} are not in the {args.profile} grid {list(grid)}")
+    if args.targets:
+        if set(args.targets) - set(ladder[0].targets):
+            parser.error(f"targets {sorted(set(args.targets) - set(ladder[0].targets))} are not in the "
+                         f"{args.profile} grid {list(ladder[0].targets)}")
+        ladder = [replace(c, targets=tuple(t for t in c.targets if t in args.targets)) for c in ladder]
+    jobs = [replace(c, dims=(d,)) for c in ladder if not args.configs or c.name in args.configs
+            for d in (long_dims if c.budget.name == "long" else dims)]
+    # the reference configuration first, then the other short ones, then the long ones by dim
+    jobs.sort(key=lambda c: (c.budget.name == "long", c.dims[0] if c.budget.name == "long" else 0, names.index(c.name)))
+    done: dict[tuple[str, int], tuple[pd.DataFrame, float]] = {}
+    order = {(c.name, c.dims[0]): i for i, c in enumerate(sorted(jobs, key=lambda c: (names.index(c.name), c.dims)))}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_job, cfg, args.device): cfg for cfg in jobs}
+        for fut in as_completed(futures):
+            cfg = futures[fut]
+            table, wall = fut.result()
+            done[(cfg.name, cfg.dims[0])] = (table, wall)
+            print(f"[{time.perf_counter() - t0:7.0f} s] {cfg.name} d={cfg.dims[0]}: {wall:.0f} s", flush=True)
+            keys = sorted(done, key=order.get)
+            prov = dict(
+                jobs=[dict(config=k[0], dim=k[1], wall_time_s=round(done[k][1], 1)) for k in keys],
+                configs={c.name: config_dict(replace(c, dims=tuple(sorted(d for n, d in keys if n == c.name))))
+                         for c in ladder if any(n == c.name for n, _ in keys)},
+                pending=[dict(config=c.name, dim=c.dims[0]) for c in jobs if (c.name, c.dims[0]) not in done],
+                trainer="socicnn.batched.fit_batched", workers=args.workers,
+            )
+            full = pd.concat([done[k][0] for k in keys], ignore_index=True)
+            ref = full[full["config"] == "reference"]
+            if len(ref):
+                save_table(ref, f"{args.out}/function_approximation_reference.csv", profile=args.profile,
+                           device=args.device, **prov)
+            save_table(summarize(full), f"{args.out}/function_approximation_fair.csv", profile=args.profile,
+                       device=args.device, **prov)
+
+
+if __name__ == "__main__":
+    main()
