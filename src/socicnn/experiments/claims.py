@@ -154,23 +154,27 @@ def _column(table: pd.DataFrame, names: Sequence[str]) -> str:
 
 
 def approximation_ranking(table: pd.DataFrame, share: float = 2 / 3) -> Evidence:
-    """A function-approximation table (``target, d, family[, budget]`` and a relative L2 error
-    column). Per budget and (target, d) cell, the family with the lowest mean relative L2 error
-    wins. Holds when an SOC-ICNN family wins at least ``share`` of the cells in every budget;
-    partial when it wins more cells than any other family in some budget; else fails."""
+    """A function-approximation table (``target``, ``d`` or ``dim``, ``family``, optionally a
+    ``config`` (rung of the ladder) or ``budget``, and a relative L2 error column). Per
+    configuration and (target, d) cell, the family with the lowest mean relative L2 error wins.
+    Holds when an SOC-ICNN family wins at least ``share`` of the cells in every configuration;
+    partial when it wins more cells than any other family in some configuration; else fails."""
     err = _column(table, ("rel_l2_mean", "rel_l2", "test_rel_l2"))
     family = _column(table, ("family", "model"))
-    budgets = table["budget"] if "budget" in table.columns else pd.Series("all", index=table.index)
+    dim = _column(table, ("d", "dim"))
+    setting = next((c for c in ("config", "budget") if c in table.columns), None)
+    budgets = table[setting] if setting else pd.Series("all", index=table.index)
     parts, outcomes = [], []
-    for budget, sub in table.groupby(budgets):
-        means = sub.groupby(["target", "d", family])[err].mean().reset_index()
-        winners = means.loc[means.groupby(["target", "d"])[err].idxmin(), family].astype(str)
+    for budget, sub in table.groupby(budgets, sort=False):
+        means = sub.groupby(["target", dim, family])[err].mean().reset_index()
+        winners = means.loc[means.groupby(["target", dim])[err].idxmin(), family].astype(str)
         counts = winners.value_counts()
         soc = int(sum(n for f, n in counts.items() if "soc" in f.lower()))
         best_other = max((n for f, n in counts.items() if "soc" not in f.lower()), default=0)
         cells = len(winners)
         outcomes.append("holds" if soc >= share * cells else ("partial" if soc > best_other else "fails"))
-        parts.append(f"budget {budget}: SOC-ICNN best in {soc} of {cells} cells (next family: {best_other})")
+        label = f"{setting or 'all'} {budget}"
+        parts.append(f"{label}: SOC-ICNN best in {soc} of {cells} cells (next family: {best_other})")
     if all(o == "holds" for o in outcomes):
         outcome = "holds"
     elif any(o in ("holds", "partial") for o in outcomes):
