@@ -24,7 +24,7 @@ from ..lifting import LiftedProblem, LiftingError
 from ..model import SOCICNN
 from ..readout import readout
 
-__all__ = ["compare_with_solver", "run_value_equivalence", "summarize"]
+__all__ = ["compare_with_solver", "run_value_equivalence", "summarize", "summary_rows"]
 
 
 def _dual_error(solver_mults: list[np.ndarray], closed_form: list[torch.Tensor], i: int) -> tuple[float, float]:
@@ -193,3 +193,17 @@ def summarize(results: pd.DataFrame, by: str | Sequence[str] = "passthrough") ->
     )
     out["duals_compared"] = out["duals_compared"].fillna(0).astype(int)
     return out
+
+
+def summary_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize`'s table turned for display (one row per statistic): counts as integers,
+    everything else in scientific notation (a transposed numeric frame would print counts as
+    floats)."""
+    rows = {}
+    for name in summary.columns:
+        col = summary[name]
+        if pd.api.types.is_integer_dtype(col):
+            rows[name] = [f"{int(v)}" for v in col]
+        else:
+            rows[name] = [f"{v:.3e}" for v in col]
+    return pd.DataFrame(rows, index=summary.index).T
