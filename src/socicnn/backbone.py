@@ -223,6 +223,21 @@ class Backbone(ConvexBlock, abstract=True):
             prev = da
         return out
 
+    def _forward_jacobian(self, gates: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``d a_l / dx`` ``(n, m_l, d)`` per layer through the gates ``dz = gate * da`` (forward
+        mode): ``dA_1/dx = W_1``, ``dA_l/dx = W_l + U_l diag(s_l gate_{l-1}) dA_{l-1}/dx``."""
+        n, d = gates[0].shape[0], self.in_dim
+        out, prev = [], None
+        for l, m in enumerate(self.hidden):
+            W = self.W_eff(l)
+            Jl = W.expand(n, m, d) if W is not None else gates[0].new_zeros(n, m, d)
+            if prev is not None:
+                gate = _scale(gates[l - 1], self._zscale(l))
+                Jl = Jl + torch.matmul(self.U_eff(l), gate[:, :, None] * prev)
+            out.append(Jl)
+            prev = Jl
+        return out
+
     def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(t, self.hidden, dim=-1))
 
@@ -438,21 +453,7 @@ class ReLUBackbone(Backbone):
         """Gradients ``(n, M, d)`` of every unit through the pattern, by forward mode:
         ``dA_1/dx = W_1``, ``dA_l/dx = W_l + U_l diag(s_l p_{l-1}) dA_{l-1}/dx`` (an optional
         protocol method: the dense path of inference uses it when it fits in memory)."""
-        n, d = pattern.shape[0], self.in_dim
-        gates = self._split(pattern)
-        out, prev = [], None
-        for l, m in enumerate(self.hidden):
-            W = self.W_eff(l)
-            Jl = W.expand(n, m, d) if W is not None else pattern.new_zeros(n, m, d)
-            if prev is not None:
-                gate = gates[l - 1]
-                zs = self._zscale(l)
-                if zs is not None:
-                    gate = gate * zs
-                Jl = Jl + torch.matmul(self.U_eff(l), gate[:, :, None] * prev)
-            out.append(Jl)
-            prev = Jl
-        return torch.cat(out, dim=1)
+        return torch.cat(self._forward_jacobian(self._split(pattern)), dim=1)
 
     def face_flip_effect(self, st: BackboneState, pattern, local: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``(n, M)``: ``d a_j / d z_t`` times ``delta`` for every unit ``j``, where unit
@@ -546,20 +547,7 @@ class SoftplusBackbone(SmoothBlock, Backbone):
 
     def _jacobians(self, st: BackboneState) -> list[torch.Tensor]:
         """``d a_l / dx`` ``(n, m_l, d)`` per layer, forward through the gates ``sigmoid(a)``."""
-        n = st.a[0].shape[0]
-        out, prev = [], None
-        for l in range(len(self.hidden)):
-            W = self.W_eff(l)
-            Jl = W.expand(n, -1, -1) if W is not None else st.a[l].new_zeros(n, self.hidden[l], self.in_dim)
-            if prev is not None:
-                gate = torch.sigmoid(st.a[l - 1])
-                zs = self._zscale(l)
-                if zs is not None:
-                    gate = gate * zs
-                Jl = Jl + torch.matmul(self.U_eff(l), gate[:, :, None] * prev)
-            out.append(Jl)
-            prev = Jl
-        return out
+        return self._forward_jacobian([torch.sigmoid(a) for a in st.a])
 
     def _curvature_weights(self, st: BackboneState) -> list[torch.Tensor]:
         """``upper_t softplus''(a_t) >= 0`` per layer."""

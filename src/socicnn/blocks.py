@@ -44,6 +44,7 @@ from torch import nn
 
 __all__ = [
     "BlockLift",
+    "MultiplierViews",
     "ConvexBlock",
     "DualSetLift",
     "FaceDuals",
@@ -102,6 +103,34 @@ class FaceDuals:
     mult: Any
     violation: torch.Tensor
     to_active: torch.Tensor
+
+
+class MultiplierViews:
+    """Views of per-block multipliers by name, for results holding ``multipliers`` (one entry per
+    block) and ``names`` (each block's ``multiplier_name``)."""
+
+    multipliers: Any
+    names: tuple[str, ...]
+
+    def by_name(self, name: str) -> list:
+        """The multipliers of every block whose multiplier is called ``name``, in block order."""
+        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
+
+    @property
+    def nu(self) -> list:
+        """Backbone multipliers, one per layer (empty without a backbone)."""
+        found = self.by_name("nu")
+        return list(found[0]) if found else []
+
+    @property
+    def p(self) -> list:
+        """Quadratic-block multipliers ``alpha q``, one per block."""
+        return self.by_name("p")
+
+    @property
+    def r(self) -> list:
+        """Norm-block multipliers, one per block."""
+        return self.by_name("r")
 
 
 REQUIRED = (

@@ -68,7 +68,9 @@ def toc_chapters(book: Path) -> list[str]:
 
 def _code(chapter_md: Path) -> str:
     text = chapter_md.read_text(encoding="utf-8")
-    return "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n(?::tags:[^\n]*\n)?(.*?)```", text, re.S))
+    # A cell's options are ":key: value" lines or a YAML block between "---" lines.
+    header = r"(?:(?::[a-z_-]+:[^\n]*\n)+|---\n.*?\n---\n)?"
+    return "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n" + header + r"(.*?)```", text, re.S))
 
 
 def profile_sizes(chapter_md: Path) -> dict[str, str]:

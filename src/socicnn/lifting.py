@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._checks import LIFTING_SCALE_LIMIT, check_finite, check_magnitude, check_model
-from .blocks import BlockLift, to_numpy
+from .blocks import BlockLift, MultiplierViews, to_numpy
 from .solvers import SolverUnavailableError, resolve_solver
 
 __all__ = [
@@ -39,7 +39,7 @@ class LiftingError(RuntimeError):
 
 
 @dataclass
-class LiftingSolution:
+class LiftingSolution(MultiplierViews):
     """Result of solving the lifted problem at one input.
 
     Attributes:
@@ -68,21 +68,6 @@ class LiftingSolution:
     dual_residual: float
     solve_time: float
 
-    def by_name(self, name: str) -> list:
-        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
-
-    @property
-    def nu(self) -> list[np.ndarray]:
-        found = self.by_name("nu")
-        return list(found[0]) if found else []
-
-    @property
-    def p(self) -> list[np.ndarray]:
-        return self.by_name("p")
-
-    @property
-    def r(self) -> list[np.ndarray]:
-        return self.by_name("r")
 
 
 class BlockData:

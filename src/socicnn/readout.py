@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ._checks import check_finite, check_model, check_tol
-from .blocks import affine_image
+from .blocks import MultiplierViews, affine_image
 from .subdifferential import min_norm_subgradient
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 DENSE_HESSIAN_LIMIT = 2**28  # numbers in an (N, d, d) Hessian batch: 2 GiB in float64
 
 
-class Readout:
+class Readout(MultiplierViews):
     """Canonical multipliers and what they give at a batch of ``N`` points, as of the call to
     :func:`readout` (a snapshot: changing ``x`` in place afterwards does not change it).
 
@@ -78,25 +78,6 @@ class Readout:
             lambda: sum(b.dual_value(self._x, m) for b, m in zip(blocks, self.multipliers, strict=True)),
         )
 
-    def by_name(self, name: str) -> list:
-        """The multipliers of every block whose multiplier is called ``name``, in block order."""
-        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
-
-    @property
-    def nu(self) -> list[torch.Tensor]:
-        """Backbone multipliers, one ``(N, m_l)`` tensor per layer (empty without a backbone)."""
-        found = self.by_name("nu")
-        return list(found[0]) if found else []
-
-    @property
-    def p(self) -> list[torch.Tensor]:
-        """Quadratic-block multipliers ``alpha q``, one ``(N, k_h)`` tensor per block."""
-        return self.by_name("p")
-
-    @property
-    def r(self) -> list[torch.Tensor]:
-        """Norm-block multipliers, one ``(N, n_g)`` tensor per block."""
-        return self.by_name("r")
 
     def __repr__(self) -> str:
         return f"Readout(N={self.grad.shape[0]}, d={self.grad.shape[1]}, blocks={self.names})"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._checks import check_integer, check_model, check_tol
-from .blocks import to_numpy
+from .blocks import MultiplierViews, to_numpy
 from .lifting import LiftingError
 from .solvers import resolve_solver
 
@@ -31,7 +31,7 @@ __all__ = [
 
 
 @dataclass
-class DualSample:
+class DualSample(MultiplierViews):
     """``n`` random optimal multipliers and their supporting slopes.
 
     Attributes:
@@ -45,21 +45,6 @@ class DualSample:
     names: tuple[str, ...]
     slopes: torch.Tensor
 
-    def by_name(self, name: str) -> list:
-        return [m for n, m in zip(self.names, self.multipliers, strict=True) if n == name]
-
-    @property
-    def nu(self) -> list[torch.Tensor]:
-        found = self.by_name("nu")
-        return list(found[0]) if found else []
-
-    @property
-    def p(self) -> list[torch.Tensor]:
-        return self.by_name("p")
-
-    @property
-    def r(self) -> list[torch.Tensor]:
-        return self.by_name("r")
 
 
 class OptimalDualSet:
