@@ -44,7 +44,7 @@ RELEASES_PER_ROUND = 8
 RELEASE_FRACTION = 0.25
 GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more rows than this
 DENSE_JACOBIAN_LIMIT = 2**25  # numbers in a cached (n, K, d) kink Jacobian (256 MiB in float64)
-DENSE_FACTOR_LIMIT = 2**26  # numbers in the stacked curvature factors before going matrix-free
+DENSE_FACTOR_LIMIT = 2**27  # numbers in the stacked (n, r, d) curvature factors (1 GiB in float64) before CG
 CG_MAX_ITER = 500
 
 
@@ -80,7 +80,7 @@ class _Curvature:
                 factors.append(Q)
         self.Q = self.L = None
         self.free = False
-        if factors is None or sum(Q.shape[1] for Q in factors) * n * min(d, 4096) > DENSE_FACTOR_LIMIT * 8:
+        if factors is None or sum(Q.shape[1] for Q in factors) * n * d > DENSE_FACTOR_LIMIT:
             self.free = True  # matrix-free: HVPs and conjugate gradients
             return
         if not factors:
@@ -92,14 +92,12 @@ class _Curvature:
             self.L = _cholesky(Q.transpose(1, 2) @ Q + self.beta * eye)
         else:
             self.Q, self.L = Q, _cholesky(Q @ Q.transpose(1, 2) + self.beta * eye)
-        self.dense_dd = r >= d
 
     def subset(self, keep, pt: _Point) -> _Curvature:
         out = object.__new__(_Curvature)
         out.beta, out.pt, out.free = self.beta, pt, self.free
         out.Q = None if self.Q is None else self.Q[keep]
         out.L = None if self.L is None else self.L[keep]
-        out.dense_dd = getattr(self, "dense_dd", False)
         return out
 
     def _apply(self, w: torch.Tensor) -> torch.Tensor:
