@@ -51,7 +51,7 @@ class OptimalDualSet:
     """``D*(x0)`` of a model at one point ``x0`` (``(d,)``), with ties decided by ``tol``.
 
     Args:
-        model: an SOC-ICNN / ReLU-ICNN with a ReLU backbone.
+        model: a socicnn model (any blocks; smooth blocks contribute a single multiplier).
         x0: the point, shape ``(d,)``.
         tol: a unit with ``|a| <= tol`` (a norm block with ``||u|| <= tol``) counts as tied
             (default :func:`socicnn.readout.default_tie_tol`: ties off by rounding count).
