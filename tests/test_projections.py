@@ -65,8 +65,14 @@ def test_equality_budget_must_fit_the_dimension():
 
 @pytest.mark.parametrize(
     "cons",
-    [Box(-0.5, 2.0), Box([-1.0, 0.0, -2.0, 0.0, 0.5], [1.0, 3.0, -1.0, 0.0, 0.5]), Simplex(2.0),
-     Budget(1.5), Budget(2.5, equality=True), Budget(0.0, equality=True)],
+    [
+        Box(-0.5, 2.0),
+        Box([-1.0, 0.0, -2.0, 0.0, 0.5], [1.0, 3.0, -1.0, 0.0, 0.5]),
+        Simplex(2.0),
+        Budget(1.5),
+        Budget(2.5, equality=True),
+        Budget(0.0, equality=True),
+    ],
     ids=["box", "box-vector", "simplex", "budget", "budget-eq", "budget-eq-0"],
 )
 def test_support_is_the_linear_programs_value(cons):

@@ -42,7 +42,6 @@ SHRINK, GROW = 3, 2
 CLOSE = 1e-9  # relative certified gap of a proximal step that counts as solved
 
 
-
 @dataclass
 class MinimizeResult:
     """Certified minimisers of a batch of problems ``min_{x in C} f_i(x)``.
@@ -118,7 +117,9 @@ def minimize(
     check_model(model)
     cons = as_constraint(constraint)
     if cons is None or isinstance(cons, CvxpyConstraint):
-        raise ValueError("minimize needs a compact Box, Simplex or Budget constraint (a CVXPY callable is not supported)")
+        raise ValueError(
+            "minimize needs a compact Box, Simplex or Budget constraint (a CVXPY callable is not supported)"
+        )
     d = model.in_dim
     cons.check(d)
     tol = check_real("tol", tol)
@@ -166,7 +167,8 @@ def minimize(
             solved = step.converged | (step.gap_bound <= CLOSE * step.value.abs().clamp(min=1.0))
             level[idx] = torch.where(solved, level[idx] - SHRINK, level[idx] + GROW)
             iterations[idx] += 1
-        lower[running] = torch.maximum(lower[running], certified_lower_bound(model.select(running), x[running], cons, tie_tol))
+        bound = certified_lower_bound(model.select(running), x[running], cons, tie_tol)
+        lower[running] = torch.maximum(lower[running], bound)
     gap = value - lower
     converged = gap <= tol * value.abs().clamp(min=1.0)
     per_row = torch.full((n,), (time.perf_counter() - t0) / max(n, 1), dtype=torch.float64)
