@@ -214,22 +214,32 @@ class ConvexBlock(nn.Module):
             return self._bound[name]
         return self.default_data().get(name)
 
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """:attr:`data_shapes`, computed once per block (shapes never change)."""
+        cache = self.__dict__.get("_shape_cache")
+        if cache is None:
+            cache = self.data_shapes
+            self.__dict__["_shape_cache"] = cache
+        return cache
+
     @property
     def rows(self) -> int | None:
         """Number of rows of bound per-row data, ``None`` when every datum is shared."""
-        if not self._bound:
-            return None
-        shapes = self.data_shapes
-        for name, t in self._bound.items():
-            if t.ndim > len(shapes[name]):
-                return int(t.shape[0])
-        return None
+        return self.__dict__.get("_nrows")
+
+    def _with_bound(self, bound: dict[str, torch.Tensor]) -> ConvexBlock:
+        """A shallow copy holding ``bound`` as its data (and its number of rows)."""
+        out = copy.copy(self)
+        shapes = self._shapes()
+        rows = next((int(t.shape[0]) for k, t in bound.items() if t.ndim > len(shapes[k])), None)
+        object.__setattr__(out, "_bound", bound)
+        out.__dict__["_nrows"] = rows
+        return out
 
     def bind(self, data: dict[str, torch.Tensor]) -> ConvexBlock:
         """The same block (same weights) with data replaced: each value has the datum's shape
         (shared by every row) or a leading batch dimension (one value per row)."""
-        shapes = self.data_shapes
-        out = copy.copy(self)
+        shapes = self._shapes()
         bound = dict(self._bound or {})
         rows = None
         for name, value in data.items():
@@ -249,18 +259,14 @@ class ConvexBlock(nn.Module):
                     raise ValueError(f"per-row data disagree on the number of rows ({rows} and {got[0]})")
                 rows = got[0]
             bound[name] = value
-        object.__setattr__(out, "_bound", bound)
-        return out
+        return self._with_bound(bound)
 
     def select(self, index: torch.Tensor) -> ConvexBlock:
         """The block with its per-row data restricted to the rows ``index`` (itself when shared)."""
         if self.rows is None:
             return self
-        shapes = self.data_shapes
-        out = copy.copy(self)
-        bound = {k: (v[index] if v.ndim > len(shapes[k]) else v) for k, v in (self._bound or {}).items()}
-        object.__setattr__(out, "_bound", bound)
-        return out
+        shapes = self._shapes()
+        return self._with_bound({k: (v[index] if v.ndim > len(shapes[k]) else v) for k, v in self._bound.items()})
 
     # ------------------------------------------------------------------ values and readout
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, d) -> (N,)

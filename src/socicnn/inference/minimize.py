@@ -4,7 +4,7 @@
 need not be unique. The method is the proximal point algorithm
 ``x_{k+1} = argmin_{x in C} f(x) + (beta_k/2)||x - x_k||^2`` with every step solved by the face
 Newton of :func:`~socicnn.inference.prox` (which lands exactly on the kinks of the optimal face),
-and a per-row weight ``beta_k`` (a power of two; rows are grouped by it) that falls eightfold
+and a per-row weight ``beta_k`` (a power of two) that falls eightfold
 after a solved step and grows fourfold after an unsolved one (every step decreases ``f``,
 solved or not).
 
@@ -147,27 +147,26 @@ def minimize(
     lower = certified_lower_bound(model, x, cons, tie_tol) if n else x.new_zeros(0)
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     # First weight: a proximal step of about the set's diameter at the start's certified slope
-    # (gap / diam), i.e. beta = gap / diam^2, rounded to a power of two (rows are grouped by it).
+    # (gap / diam), i.e. beta = gap / diam^2, rounded to a power of two.
     beta0 = (value - lower).clamp(min=eps) / max(diam, eps) ** 2
     level = torch.round(torch.log2(beta0)).long()
     for _ in range(max_iter):
         running = (value - lower > tol * value.abs().clamp(min=1.0)).nonzero().squeeze(1)
         if running.numel() == 0:
             break
-        for lev in torch.unique(level[running]).tolist():
-            idx = running[level[running] == lev]
-            sub = model.select(idx)
-            step = face_newton(sub, x[idx], 2.0**lev, cons, max_iter=inner_iter, rtol=eps**0.75, tie_tol=tie_tol)
-            new_x = cons.project(step.x)
-            new_value = sub(new_x)
-            better = new_value <= value[idx]
-            keep = idx[better]
-            x[keep], value[keep] = new_x[better], new_value[better]
-            # A step that stalled at rounding level next to its optimum counts as solved.
-            solved = step.converged | (step.gap_bound <= CLOSE * step.value.abs().clamp(min=1.0))
-            level[idx] = torch.where(solved, level[idx] - SHRINK, level[idx] + GROW)
-            iterations[idx] += 1
-        bound = certified_lower_bound(model.select(running), x[running], cons, tie_tol)
+        sub = model.select(running)
+        beta = torch.pow(2.0, level[running].to(x.dtype))
+        step = face_newton(sub, x[running], beta, cons, max_iter=inner_iter, rtol=eps**0.75, tie_tol=tie_tol)
+        new_x = cons.project(step.x)
+        new_value = sub(new_x)
+        better = new_value <= value[running]
+        keep = running[better]
+        x[keep], value[keep] = new_x[better], new_value[better]
+        # A step that stalled at rounding level next to its optimum counts as solved.
+        solved = step.converged | (step.gap_bound <= CLOSE * step.value.abs().clamp(min=1.0))
+        level[running] = torch.where(solved, level[running] - SHRINK, level[running] + GROW)
+        iterations[running] += 1
+        bound = certified_lower_bound(sub, x[running], cons, tie_tol)
         lower[running] = torch.maximum(lower[running], bound)
     gap = value - lower
     converged = gap <= tol * value.abs().clamp(min=1.0)

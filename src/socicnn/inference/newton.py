@@ -89,20 +89,20 @@ class _Curvature:
         r = Q.shape[1]
         eye = torch.eye(min(r, d), dtype=Q.dtype, device=Q.device)
         if r >= d:
-            self.L = _cholesky(Q.transpose(1, 2) @ Q + self.beta * eye)
+            self.L = _cholesky(Q.transpose(1, 2) @ Q + self.beta[:, None, None] * eye)
         else:
-            self.Q, self.L = Q, _cholesky(Q @ Q.transpose(1, 2) + self.beta * eye)
+            self.Q, self.L = Q, _cholesky(Q @ Q.transpose(1, 2) + self.beta[:, None, None] * eye)
 
     def subset(self, keep, pt: _Point) -> _Curvature:
         out = object.__new__(_Curvature)
-        out.beta, out.pt, out.free = self.beta, pt, self.free
+        out.beta, out.pt, out.free = self.beta[keep], pt, self.free
         out.Q = None if self.Q is None else self.Q[keep]
         out.L = None if self.L is None else self.L[keep]
         return out
 
     def _apply(self, w: torch.Tensor) -> torch.Tensor:
         """``(H + beta I) w`` for ``w`` ``(n, d)``."""
-        out = self.beta * w
+        out = self.beta[:, None] * w
         for block, st, P in self.pt.parts():
             part = block.face_hvp(st, P, w)
             if part is not None:
@@ -118,11 +118,11 @@ class _Curvature:
         vec = b.ndim == 2
         B = b[..., None] if vec else b
         if self.L is None:
-            out = B / self.beta
+            out = B / self.beta[:, None, None]
         elif self.Q is None:
             out = torch.cholesky_solve(B, self.L)
         else:  # Woodbury: (beta I + Q^T Q)^{-1} = (I - Q^T (beta I + Q Q^T)^{-1} Q) / beta
-            out = (B - self.Q.transpose(1, 2) @ torch.cholesky_solve(self.Q @ B, self.L)) / self.beta
+            out = (B - self.Q.transpose(1, 2) @ torch.cholesky_solve(self.Q @ B, self.L)) / self.beta[:, None, None]
         return out[..., 0] if vec else out
 
     def schur(self, J: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class _Curvature:
         if self.free or self.L is None or self.Q is None:
             return J @ self.solve(J.transpose(1, 2))
         P = self.Q @ J.transpose(1, 2)  # (n, r, k)
-        return (J @ J.transpose(1, 2) - P.transpose(1, 2) @ torch.cholesky_solve(P, self.L)) / self.beta
+        return (J @ J.transpose(1, 2) - P.transpose(1, 2) @ torch.cholesky_solve(P, self.L)) / self.beta[:, None, None]
 
 
 def _cholesky(A: torch.Tensor) -> torch.Tensor:
@@ -147,10 +147,10 @@ def _cholesky(A: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def _cg(apply: Callable, b: torch.Tensor, beta: float) -> torch.Tensor:
+def _cg(apply: Callable, b: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Batched conjugate gradients for ``A x = b`` (``A`` SPD with smallest eigenvalue ``>= beta``),
     to a relative residual of ``100 eps``."""
-    x = b / beta
+    x = b / beta[:, None]
     r = b - apply(x)
     p = r.clone()
     rr = (r * r).sum(-1)
@@ -176,7 +176,7 @@ class _Point:
 
     def __init__(self, model, index, x, y, beta, rows: LinearRows | None, tie_tol: float, *, curvature: bool = True):
         self.model = model.select(index)
-        self.index, self.x, self.y, self.beta, self.rows = index, x, y, beta, rows
+        self.index, self.x, self.y, self.beta, self.rows = index, x, y, _per_row(beta, x), rows
         self.blocks = list(self.model.blocks())
         self.states = [b.state(x) for b in self.blocks]
         kinks = [b.kinks(st) for b, st in zip(self.blocks, self.states, strict=True)]
@@ -218,7 +218,7 @@ class _Point:
         return slope, [p.mult for p in parts], viol, side
 
     def _set_gradient(self):
-        self.g = self.duals(torch.zeros_like(self.k))[0] + self.beta * (self.x - self.y)
+        self.g = self.duals(torch.zeros_like(self.k))[0] + self.beta[:, None] * (self.x - self.y)
 
     def jvp(self, dx: torch.Tensor) -> torch.Tensor:
         """``(n, K)`` change of every kink coordinate along ``dx`` on the current pieces."""
@@ -263,7 +263,7 @@ class _Point:
         out.model = self.model.select(keep)
         out.blocks = list(out.model.blocks())
         out.states = [_subset_state(st, keep) for st in self.states]
-        for name in ("index", "x", "y", "k", "tied", "P", "cres", "g"):
+        for name in ("index", "x", "y", "beta", "k", "tied", "P", "cres", "g"):
             setattr(out, name, getattr(self, name)[keep])
         out._jq = self._jq[keep]
         out._jac = {i: J.subset(keep) for i, J in self._jac.items()}
@@ -394,7 +394,7 @@ def _certificate(pt: _Point, tie_tol: float, eq) -> tuple[torch.Tensor, torch.Te
         spread = _scatter(idx, valid, mu, sel.shape[-1])
         seeds, lam = spread[:, :K], spread[:, K:]
     slope, mults, _, _ = pt.duals(seeds, clip=pt.tied)
-    s = slope + pt.beta * (pt.x - pt.y)
+    s = slope + pt.beta[:, None] * (pt.x - pt.y)
     eps = None
     for b, st, m in zip(pt.blocks, pt.states, mults, strict=True):
         part = b.gap_slack(st, m)
@@ -405,6 +405,11 @@ def _certificate(pt: _Point, tie_tol: float, eq) -> tuple[torch.Tensor, torch.Te
         s = s + lam @ pt.rows.C
         eps = eps + torch.where(eq, (lam * pt.cres).abs(), lam * (-pt.cres).clamp(min=0.0)).sum(-1)
     return s, eps
+
+
+def _per_row(beta, x: torch.Tensor) -> torch.Tensor:
+    """The proximal weight as one value per row of ``x`` ``(n,)`` (from a number or a tensor)."""
+    return torch.as_tensor(beta, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
 
 
 def _rows_and_eq(constraint: Constraint | None, d, dtype, device):
@@ -419,6 +424,7 @@ def certified_gap_bound(model, x, y, beta, constraint: Constraint | None, tie_to
     subgradient norm and the certified bound on ``F_y(x) - min_C F_y`` (module docstring)."""
     rows, eq = _rows_and_eq(constraint, x.shape[-1], x.dtype, x.device)
     index = torch.arange(x.shape[0], device=x.device)
+    beta = _per_row(beta, x)
     s, eps = _certificate(_Point(model, index, x, y, beta, rows, tie_tol, curvature=False), tie_tol, eq)
     norm = torch.linalg.vector_norm(s, dim=-1)
     return norm, eps + norm**2 / (2 * beta)
@@ -524,7 +530,7 @@ def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.T
             ],
             dim=-1,
         )
-        g_new = pt.duals(torch.zeros_like(pt.k), pattern=P_new)[0] + pt.beta * (pt.x - pt.y)
+        g_new = pt.duals(torch.zeros_like(pt.k), pattern=P_new)[0] + pt.beta[:, None] * (pt.x - pt.y)
         d = -pt.curv.solve(g_new)
         out.append(d)
     return out
@@ -545,6 +551,8 @@ def face_newton(
 ) -> LoopResult:
     """Kink-aware Newton: damped Newton plus Newton steps on predicted optimal faces.
 
+    ``beta`` is one number or one value per query ``(N,)``.
+
     Each iteration, on the queries still running:
 
     1. certificate (:func:`_certificate`): the query stops, converged, when its certified bound
@@ -562,6 +570,7 @@ def face_newton(
     rows, eq_all = _rows_and_eq(constraint, y.shape[-1], y.dtype, y.device)
     x = y.clone() if constraint is None else constraint.project(y)
     n, d = y.shape
+    beta = _per_row(beta, y)
     X, Fv = x.clone(), objective(model, x, y, beta)
     kw = {"dtype": y.dtype, "device": y.device}
     grad_norm = torch.full((n,), math.inf, **kw)
@@ -578,10 +587,10 @@ def face_newton(
             break
         x, ya, F = X[idx], y[idx], Fv[idx]
         last = it == max_iter
-        pt = _Point(model, idx, x, ya, beta, rows, tie_tol, curvature=not last)
+        pt = _Point(model, idx, x, ya, beta[idx], rows, tie_tol, curvature=not last)
         s, eps = _certificate(pt, tie_tol, eq_all)
         gn = torch.linalg.vector_norm(s, dim=-1)
-        bound = eps + gn**2 / (2 * beta)
+        bound = eps + gn**2 / (2 * beta[idx])
         grad_norm[idx], gap_bound[idx] = gn, bound
         done = bound <= rtol * F.abs().clamp(min=1.0)
         converged[idx[done]] = True
@@ -627,7 +636,7 @@ def face_newton(
         # descent direction at kinks where the pattern gradient g is not) and escapes stalls.
         face_dirs.append(-pt.curv.solve(s))
         slope = (pt.g * dn).sum(-1)
-        x_new, F_new, moved = _candidate_search(model, idx, ya, beta, x, F, face_dirs, dn, slope, constraint)
+        x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
         # step on the reached ties may still polish x to rounding level (its certificate is
         # checked at the next iteration); three iterations in a row without decrease is a stall.
@@ -636,7 +645,7 @@ def face_newton(
             xp = x[polish] + face_dirs[1][polish]
             if constraint is not None:
                 xp = constraint.project(xp)
-            Fp = objective(model.select(idx[polish]), xp, y[idx[polish]], beta)
+            Fp = objective(model.select(idx[polish]), xp, y[idx[polish]], beta[idx[polish]])
             fine = Fp <= F[polish] + slack * (1 + F[polish].abs())
             x_new[polish[fine]], F_new[polish[fine]] = xp[fine], Fp[fine]
         stuck[idx] = torch.where(moved, torch.zeros_like(stuck[idx]), stuck[idx] + 1)
@@ -670,7 +679,7 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
             break
         a = alpha[pd, pq]
         trials = project(x[pq] + a[:, None] * dirs[pd, pq])
-        values = objective(model.select(idx[pq]), trials, y[pq], beta)
+        values = objective(model.select(idx[pq]), trials, y[pq], beta[pq])
         armijo = values <= F[pq] + ARMIJO * a * slope[pq]
         ok = torch.where(is_newton[pd, 0], armijo, values < F[pq])
         hit_d, hit_q = pd[ok], pq[ok]
