@@ -192,7 +192,8 @@ def conv_family(
     """The Conv family ``family`` (a key of :data:`CONV_FAMILIES`) with as many parameters as the
     Conv-SOC model of ``channels``, ``quad_channels``, ``norm_groups`` as the matching allows: its
     backbone channels ``(c_1, ..., c_L)`` are the widths (each within ``[2, 4 max(channels)]``,
-    non-increasing) whose count is closest to the Conv-SOC count."""
+    non-increasing) whose count is within 1% of the Conv-SOC count
+    with the most even widths."""
     check_choice("family", family, tuple(CONV_FAMILIES))
     activation, quad, norm = CONV_FAMILIES[family]
     kw = {"context_channels": context_channels, "image_channels": image_shape[0]}
@@ -207,20 +208,20 @@ def conv_family(
 
 
 def _match_widths(depth: int, top: int, count, target: int) -> tuple[int, ...]:
-    """Non-increasing widths of ``depth`` layers in ``[2, top]`` whose ``count`` is closest to ``target``."""
-    best, gap = None, None
-    widths = range(2, top + 1)
+    """Non-increasing widths of ``depth`` layers in ``[2, top]`` whose ``count`` is within 1% of
+    ``target`` with the most even widths (else the closest count)."""
+    best_key, best = None, None
 
     def rec(prefix: tuple[int, ...]) -> None:
-        nonlocal best, gap
+        nonlocal best_key, best
         if len(prefix) == depth:
-            g = abs(count(prefix) - target)
-            if gap is None or g < gap:
-                best, gap = prefix, g
+            gap = abs(count(prefix) - target)
+            key = (gap > 0.01 * target, prefix[0] - prefix[-1], gap)
+            if best_key is None or key < best_key:
+                best_key, best = key, prefix
             return
-        for w in widths:
-            if not prefix or w <= prefix[-1]:
-                rec(prefix + (w,))
+        for w in range(2, (prefix[-1] if prefix else top) + 1):
+            rec(prefix + (w,))
 
     rec(())
     return best
