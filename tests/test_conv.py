@@ -28,8 +28,14 @@ configs = st.fixed_dictionaries(
 def build(config) -> ConvSOCICNN:
     s = config["size"]
     return ConvSOCICNN(
-        (1, s, s), 2, config["channels"], config["quad_channels"], config["norm_groups"],
-        activation=config["activation"], dtype=F64, seed=config["seed"],
+        (1, s, s),
+        2,
+        config["channels"],
+        config["quad_channels"],
+        config["norm_groups"],
+        activation=config["activation"],
+        dtype=F64,
+        seed=config["seed"],
     )
 
 
@@ -142,7 +148,8 @@ def test_five_families_have_matched_parameter_counts():
     for family in CONV_FAMILIES:
         cm = conv_family(family, (1, 8, 8), seed=0)
         assert cm.num_parameters() == conv_parameter_count(
-            cm.backbone.channels, cm.context_quad.out_channels if cm.context_quad else 0,
+            cm.backbone.channels,
+            cm.context_quad.out_channels if cm.context_quad else 0,
             cm.context_norm.out_channels // 2 if cm.context_norm else 0,
         )
         counts[family] = cm.num_parameters()

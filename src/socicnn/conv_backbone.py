@@ -71,7 +71,12 @@ class ConvBackbone(Backbone, abstract=True):
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(c, dtype=dtype, device=device)) for c in self.channels])
         self.c_raw = nn.Parameter(torch.full((self.channels[-1],), 1.0 / self.channels[-1], dtype=dtype, device=device))
         self.b0 = nn.Parameter(torch.zeros((), dtype=dtype, device=device))
-        self.register_buffer("v", torch.zeros(self.in_dim, dtype=dtype, device=device))
+
+    @property
+    def v(self) -> torch.Tensor:
+        """The backbone's own linear term: zero (a context supplies one as data). Not stored, so
+        the weights (kernels, biases) do not depend on the image size."""
+        return self.b0.new_zeros(self.in_dim)
 
     # ----------------------------------------------------------------- weights and data
     @property
