@@ -163,6 +163,15 @@ class ConvQuadraticBlock(SmoothBlock):
 
 
 # ============================================================================ grouped norm
+def _cone_norms(c: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms over the cone axis (``-2``) of ``(..., G, s, P)``, with gradient 0 at a zero
+    cone (the canonical selector ``r = 0``). Spelled out: ``vector_norm`` over a short strided
+    axis is an order of magnitude slower on CPU."""
+    sq = (c * c).sum(-2)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
 @dataclass
 class GroupedNormState:
     """``u = A x + d`` ``(N, K)``; per cone ``(N, G, P)``: norms, ``1/||u_c||`` (0 at ties),
@@ -228,12 +237,12 @@ class GroupedNormBlock(ConvexBlock):
         return self.conv.apply(x) + self.data("d")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(self._cones(self._u(x)), dim=-2)
+        norms = _cone_norms(self._cones(self._u(x)))
         return (self._lam_cones(norms) * norms).sum((-2, -1))
 
     def state(self, x: torch.Tensor, tol: float = 0.0) -> GroupedNormState:
         u = self._u(x)
-        norm = torch.linalg.vector_norm(self._cones(u), dim=-2)
+        norm = _cone_norms(self._cones(u))
         smooth = norm > tol
         inv = smooth / torch.where(smooth, norm, torch.ones_like(norm))
         r = self._cones(u) * (self._lam_cones(norm) * inv)[:, :, None, :]
@@ -249,7 +258,7 @@ class GroupedNormBlock(ConvexBlock):
         return torch.linalg.vecdot(mult, self._u(x))
 
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(self._cones(mult), dim=-2)
+        norms = _cone_norms(self._cones(mult))
         return torch.relu(norms - self._lam_cones(norms)).amax(dim=(-2, -1))
 
     # -------------------------------------------------------------- curvature
@@ -295,7 +304,7 @@ class GroupedNormBlock(ConvexBlock):
     def directional(self, st: GroupedNormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
         Ad = self.conv.apply(delta)
         smooth_part = self._cones(st.r * Ad).sum(-2)
-        kink_part = self._lam_cones(st.norm) * torch.linalg.vector_norm(self._cones(Ad), dim=-2)
+        kink_part = self._lam_cones(st.norm) * _cone_norms(self._cones(Ad))
         return torch.where(st.smooth > 0, smooth_part, kink_part).sum((-2, -1))
 
     def margin(self, st: GroupedNormState) -> torch.Tensor:
@@ -317,7 +326,7 @@ class GroupedNormBlock(ConvexBlock):
         ``||r_c|| <= lam_g`` where ``clip``), whose excess norm is the violation."""
         on = self._cones(pattern)[:, :, 0, :] > 0  # (n, G, P)
         lam = self._lam_cones(st.norm).expand_as(st.norm)
-        seed_norm = torch.linalg.vector_norm(self._cones(seeds), dim=-2)
+        seed_norm = _cone_norms(self._cones(seeds))
         r = seeds
         if clip is not None:
             cl = self._cones(clip)[:, :, 0, :]

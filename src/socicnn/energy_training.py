@@ -2,9 +2,11 @@
 energy (the reference protocol of the image and trajectory experiments).
 
 Each row is a candidate ``x`` with its context and the true energy ``E(x; context)``; labels are
-standardised (``(E - mean) / sd`` over the training rows) and the model is fitted by mean-squared
-error with AdamW and gradient clipping. A positive affine map of the labels does not move the
-minimiser, so the trained model's minimiser over a set is the learned estimate of the true one.
+standardised (``(E - mean) / sd`` over the training rows) and shifted by the untrained model's
+mean prediction ``offset`` (so no optimiser steps are spent moving an output bias), and the model
+is fitted by mean-squared error with AdamW and gradient clipping. A positive affine map of the
+labels does not move the minimiser, so the trained model's minimiser over a set is the learned
+estimate of the true one: ``E ~ mean + sd * (model - offset)``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ __all__ = ["EnergyFit", "fit_energy"]
 
 @dataclass
 class EnergyFit:
-    """``mean`` and ``sd`` of the training labels (``E ~ mean + sd * model``), the per-epoch
-    training loss and the wall time."""
+    """``mean`` and ``sd`` of the training labels and the untrained model's mean prediction
+    ``offset`` (``E ~ mean + sd * (model - offset)``), the per-epoch training loss and the wall
+    time."""
 
     mean: float
     sd: float
+    offset: float
     losses: list[float] = field(default_factory=list)
     time: float = 0.0
 
@@ -41,7 +45,7 @@ def fit_energy(
     clip: float = 10.0,
     seed: int = 0,
 ) -> EnergyFit:
-    """Fit ``model(x, context) ~ (energy - mean) / sd`` (rows ``x``, ``context``, ``energy``) by
+    """Fit ``model(x, context) ~ (energy - mean) / sd + offset`` (rows ``x``, ``context``, ``energy``) by
     AdamW (``lr``, ``weight_decay``), mini-batches of ``batch`` rows in a seeded order, gradient
     norm clipped at ``clip``, for ``epochs`` passes. Trains ``model`` in place."""
     if not (x.shape[0] == context.shape[0] == energy.shape[0]) or x.shape[0] == 0:
@@ -51,10 +55,14 @@ def fit_energy(
         )
     t0 = time.perf_counter()
     mean, sd = float(energy.mean()), float(energy.std().clamp(min=1e-12))
-    target = (energy - mean) / sd
+    with torch.no_grad():
+        offset = float(
+            torch.cat([model(x[i : i + batch], context[i : i + batch]) for i in range(0, len(x), batch)]).mean()
+        )
+    target = (energy - mean) / sd + offset
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
-    out = EnergyFit(mean, sd)
+    out = EnergyFit(mean, sd, offset)
     n = x.shape[0]
     for _ in range(epochs):
         order = torch.randperm(n, generator=g).to(x.device)

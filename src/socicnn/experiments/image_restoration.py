@@ -42,7 +42,7 @@ __all__ = [
 
 PROFILES = {
     "smoke": dict(size=8, n_train=4, n_test=2, epochs=3, seeds=(0, 1, 2), steps=20, restarts=3, optimum_steps=60),
-    "book": dict(size=16, n_train=16, n_test=6, epochs=40, seeds=(0, 1, 2), steps=150, restarts=3, optimum_steps=700),
+    "book": dict(size=16, n_train=12, n_test=4, epochs=30, seeds=(0, 1, 2), steps=100, restarts=3, optimum_steps=700),
     "paper": dict(
         size=64, n_train=280, n_test=60, epochs=50, seeds=(0, 1, 2), steps=350, restarts=3, optimum_steps=700
     ),
