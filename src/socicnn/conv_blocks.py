@@ -90,7 +90,9 @@ class ConvQuadraticBlock(SmoothBlock):
         return st.q
 
     def _q(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv.apply(x) + self.data("e")
+        if self._bound and "e" in self._bound:
+            return self.conv.apply(x) + self._bound["e"]
+        return self.conv.apply(x, self.e)  # the block's own offsets: one per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self._q(x)
@@ -234,7 +236,9 @@ class GroupedNormBlock(ConvexBlock):
         return t[:, :, None, :].expand(-1, -1, self.group_size, -1).reshape(t.shape[0], self.dim)
 
     def _u(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv.apply(x) + self.data("d")
+        if self._bound and "d" in self._bound:
+            return self.conv.apply(x) + self._bound["d"]
+        return self.conv.apply(x, self.d)  # the block's own offsets: one per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norms = _cone_norms(self._cones(self._u(x)))

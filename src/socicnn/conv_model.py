@@ -1,11 +1,14 @@
 """Convolutional SOC-ICNNs of images given a context image: :class:`ConvSOCICNN` and the five
 parameter-matched Conv families.
 
-``E(X, C) = f_R(X; C) + f_Q(X; C) + f_N(X; C)``: a convolutional backbone (ReLU or softplus) whose
+``E(X, C) = f_R(X; C) + f_Q(X) + f_N(X)``: a convolutional backbone (ReLU or softplus) whose
 offsets ``b_l = V_l * C + beta_l`` and linear term ``v = (V_v * C) / (H W)`` are free
-convolutions of the context, a convolutional quadratic block with offset ``e = V_e * C + e_0``
-and a grouped norm block with offset ``d = V_d * C + d_0``. The context enters only offsets, so
-``E`` is convex in ``X`` for every ``C``; ``.at(C)`` is an ordinary model of the flattened image.
+convolutions of the context (one convolution gives them all), a convolutional quadratic block and
+a grouped norm block. The context enters only offsets, so ``E`` is convex in ``X`` for every
+``C``; ``.at(C)`` is an ordinary model of the flattened image. The blocks' own offsets are not
+functions of the context: with the context-dependent linear term ``v(C)^T X``, a quadratic block
+already places its minimum anywhere, and the per-pixel context offsets would cost as much as the
+backbone's (a tensor of ``N x channels x H x W`` per block).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ._checks import check_choice, check_model_dtype
 from .backbone import ACTIVATIONS
@@ -79,23 +81,22 @@ class ConvSOCICNN(ContextualModel):
         gen = None if seed is None else torch.Generator().manual_seed(int(seed))
         kw = {"generator": gen, "dtype": dtype, "device": device}
 
-        def context_map(out_channels: int) -> ConvMap:
-            fan = self.context_channels * context_kernel**2
-            return ConvMap(self.context_channels, out_channels, context_kernel, H, W, scale=0.1 * fan**-0.5, **kw)
-
         backbone = CONV_BACKBONES[activation](shape, channels, kernel, **kw)
         blocks: list = [backbone]
-        self.context_maps = nn.ModuleList([context_map(c) for c in channels])
-        self.context_linear = context_map(C0)
-        self.context_quad = self.context_norm = None
+        self.quad_channels, self.norm_groups = int(quad_channels), int(norm_groups)
         if quad_channels:
             B = ConvMap(C0, quad_channels, block_kernel, H, W, **kw)
             blocks.append(ConvQuadraticBlock(B, scale=1.0 / B.out_dim))
-            self.context_quad = context_map(quad_channels)
         if norm_groups:
             A = ConvMap(C0, norm_groups * group_size, block_kernel, H, W, **kw)
             blocks.append(GroupedNormBlock(A, group_size, scale=1.0 / (H * W)))
-            self.context_norm = context_map(norm_groups * group_size)
+        # One convolution of the context gives the backbone's offsets b_l and its linear term v
+        # (channel-major, so each is a contiguous slice).
+        self.context_split = [*channels, C0]
+        fan = self.context_channels * context_kernel**2
+        self.context = ConvMap(
+            self.context_channels, sum(self.context_split), context_kernel, H, W, scale=0.1 * fan**-0.5, **kw
+        )
         self.base = BlockModel(C0 * H * W, blocks)
 
     # ----------------------------------------------------------------- structure
@@ -114,14 +115,11 @@ class ConvSOCICNN(ContextualModel):
     # ----------------------------------------------------------------- contexts
     def block_data(self, context: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         bb = self.backbone
-        data = [{f"b.{l}": m.apply(context) + bb.unit_bias(l) for l, m in enumerate(self.context_maps)}]
-        data[0]["v"] = self.context_linear.apply(context) / bb.pixels
-        for block in list(self.base.blocks())[1:]:
-            if isinstance(block, ConvQuadraticBlock):
-                data.append({"e": self.context_quad.apply(context) + block.default_data()["e"]})
-            else:
-                data.append({"d": self.context_norm.apply(context) + block.default_data()["d"]})
-        return data
+        parts = torch.split(self.context.apply(context), [c * bb.pixels for c in self.context_split], dim=-1)
+        L = len(bb.channels)
+        data = [{f"b.{l}": parts[l] + bb.unit_bias(l) for l in range(L)}]
+        data[0]["v"] = parts[L] / bb.pixels
+        return data + [{} for _ in list(self.base.blocks())[1:]]
 
     def _flat(self, t, channels: int, name: str):
         """``(N, c, H, W) -> (N, c H W)`` and ``(c, H, W) -> (c H W,)``; flat input passes."""
@@ -170,10 +168,9 @@ def conv_parameter_count(
     count += sum(p * c * k2 for p, c in zip(prev[1:], channels[1:], strict=True))
     count += channels[-1] + 1 + Cc * C0 * kc2
     if quad_channels:
-        count += quad_channels * (C0 * kb2 + 1 + Cc * kc2) + 1
+        count += quad_channels * (C0 * kb2 + 1) + 1
     if norm_groups:
-        m = norm_groups * group_size
-        count += m * (C0 * kb2 + 1 + Cc * kc2) + norm_groups
+        count += norm_groups * group_size * (C0 * kb2 + 1) + norm_groups
     return count
 
 

@@ -76,11 +76,12 @@ class ConvMap(nn.Module):
         """The kernel ``(C_out, C_in, k, k)`` (``|raw|`` when nonnegative)."""
         return self.raw.abs() if self.nonnegative else self.raw
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """``K x`` ``(..., C_out H W)`` for ``x`` ``(..., C_in H W)``."""
+    def apply(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``K x`` ``(..., C_out H W)`` for ``x`` ``(..., C_in H W)``, plus ``bias`` ``(C_out,)``
+        (one offset per output channel) when given."""
         lead = x.shape[:-1]
         img = x.reshape(-1, self.in_channels, self.height, self.width)
-        out = F.conv2d(img, self.weight, padding=self.kernel // 2)
+        out = F.conv2d(img, self.weight, bias, padding=self.kernel // 2)
         return out.reshape(*lead, self.out_dim)
 
     def adjoint(self, q: torch.Tensor) -> torch.Tensor:
