@@ -64,7 +64,7 @@ def source_image(name: str) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
-def image_patches(split: str, n: int, size: int = 64, *, seed: int = 0, crop: int = 64) -> np.ndarray:
+def image_patches(split: str, n: int, size: int = 64, *, seed: int = 0, crop: int | None = None) -> np.ndarray:
     """``n`` patches ``(n, size, size)`` in ``[0, 1]`` from the source images of ``split``.
 
     Each patch is a ``crop x crop`` window at a random position of a source image downsampled by
@@ -74,6 +74,7 @@ def image_patches(split: str, n: int, size: int = 64, *, seed: int = 0, crop: in
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    crop = size * max(1, 64 // size) if crop is None else crop
     if crop % size:
         raise ValueError(f"crop ({crop}) must be a multiple of size ({size})")
     rng = np.random.default_rng([seed, list(SPLITS).index(split)])
