@@ -53,7 +53,7 @@ PROFILES = {
 }
 LR, RESTORE_LR, BATCH = 2e-3, 0.035, 280
 CERTIFY_TOL = 1e-5  # relative certified gap of a restoration (at an interior-point solution)
-METHODS = ("certified", "reference Adam")
+METHODS = ("exact conic", "reference Adam")
 
 
 @dataclass
@@ -246,7 +246,7 @@ def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_
         for seed in seeds:
             cm, fit = train_family(family, data, cfg["epochs"], seed)
             restorations = {
-                "certified": restore_certified(cm, data.test),
+                "exact conic": restore_certified(cm, data.test),
                 "reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed),
             }
             for method, res in restorations.items():
@@ -280,7 +280,7 @@ def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_
                         | {k: float(v[i]) for k, v in sc_.items()}
                     )
             if seed == seeds[0]:
-                examples[family] = restorations["certified"]["x"].reshape(n, size, size)
+                examples[family] = restorations["exact conic"]["x"].reshape(n, size, size)
                 models[family] = cm
             log(
                 f"{family} seed {seed}: {cm.num_parameters()} parameters, regret "
@@ -298,7 +298,7 @@ def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_
     }
 
 
-def summarize(table: pd.DataFrame, method: str = "certified") -> pd.DataFrame:
+def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
     """Mean ± sd over seeds per family of the scores, times and certificate of ``method``."""
     cols = ["regret", "relative_regret", "psnr_clean", "psnr_optimum", "rmse_optimum", "restore_time", "max_gap_bound"]
     grouped = table[table["method"] == method].groupby("family", sort=False)
