@@ -7,6 +7,7 @@ functions, closed-form dual readout of slopes and curvature, and white-box infer
 from . import blocks, families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
 from .backbone import Backbone, ReLUBackbone, SoftplusBackbone
 from .blocks import ConvexBlock
+from .conv_model import ConvSOCICNN
 from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
 from .norm import NormBlock
 from .quadratic import QuadraticBlock
@@ -21,6 +22,7 @@ __all__ = [
     "BlockModel",
     "BoundModel",
     "ContextualModel",
+    "ConvSOCICNN",
     "ConvexBlock",
     "Backbone",
     "ReLUBackbone",

@@ -145,6 +145,30 @@ class Backbone(ConvexBlock, abstract=True):
     def _b0(self) -> torch.Tensor:
         return self.b0 if self._bound is None else self.data("b0")
 
+    # ----------------------------------------------------------------- linear maps (hooks)
+    # The generic dual algebra below reaches the weights only through these four maps (batched
+    # over leading dimensions), so a backbone whose ``W_l`` and ``U_l`` are structured linear
+    # maps (convolutions) overrides them instead of copying the algebra.
+    dense_maps: bool = True
+
+    def _map_x(self, l: int, x: torch.Tensor) -> torch.Tensor | None:
+        """``W_l x`` ``(..., m_l)`` for ``x`` ``(..., d)``; ``None`` without passthrough."""
+        W = self.W_eff(l)
+        return None if W is None else x @ W.T
+
+    def _adjoint_x(self, l: int, q: torch.Tensor) -> torch.Tensor | None:
+        """``W_l^T q`` ``(..., d)`` for ``q`` ``(..., m_l)``; ``None`` without passthrough."""
+        W = self.W_eff(l)
+        return None if W is None else q @ W
+
+    def _map_z(self, l: int, z: torch.Tensor) -> torch.Tensor:
+        """``U_l z`` ``(..., m_l)`` for ``z`` ``(..., m_{l-1})`` (``l >= 1``)."""
+        return z @ self.U_eff(l).T
+
+    def _adjoint_z(self, l: int, q: torch.Tensor) -> torch.Tensor:
+        """``U_l^T q`` ``(..., m_{l-1})`` for ``q`` ``(..., m_l)`` (``l >= 1``)."""
+        return q @ self.U_eff(l)
+
     # ----------------------------------------------------------------- forward
     def _preactivation(self, l: int, x: torch.Tensor, z: torch.Tensor | None, readout: bool) -> torch.Tensor:
         """``a_l = W_l x + U_l (s_l z_{l-1}) + b_l`` ``(N, m_l)`` (0-based ``l``; ``z`` is ``None``
@@ -189,7 +213,7 @@ class Backbone(ConvexBlock, abstract=True):
     # ----------------------------------------------------------------- shared dual algebra
     def _up(self, l: int, nu_l: torch.Tensor) -> torch.Tensor:
         """``upper_{l-1} = s_l * (U_l^T nu_l)`` for the layer below ``l`` (batched over leading dims)."""
-        return _scale(nu_l @ self.U_eff(l), self._zscale(l) if nu_l.ndim == 2 else _lead(self._zscale(l), nu_l))
+        return _scale(self._adjoint_z(l, nu_l), self._zscale(l) if nu_l.ndim == 2 else _lead(self._zscale(l), nu_l))
 
     def _backprop(self, gates: list[torch.Tensor], seeds: list[torch.Tensor], top: torch.Tensor | None):
         """Top-down ``q_l = upper_l * gate_l + seed_l``, ``upper_{l-1} = s_l U_l^T q_l``,
@@ -204,9 +228,9 @@ class Backbone(ConvexBlock, abstract=True):
             g = gates[l] if gates[l].ndim == seeds[l].ndim else _lead(gates[l], seeds[l])
             ql = torch.addcmul(seeds[l], up, g)
             q[l], uppers[l] = ql, up
-            W = self.W_eff(l)
-            if W is not None:
-                slope = ql @ W if slope is None else slope + ql @ W
+            Wq = self._adjoint_x(l, ql)
+            if Wq is not None:
+                slope = Wq if slope is None else slope + Wq
             if l > 0:
                 up = self._up(l, ql)
         return q, uppers, slope
@@ -215,10 +239,11 @@ class Backbone(ConvexBlock, abstract=True):
         """Change of every pre-activation along ``dx`` ``(n, d)`` through the gates ``dz = gate * da``."""
         out, prev = [], None
         for l in range(len(self.hidden)):
-            W = self.W_eff(l)
-            da = dx @ W.T if W is not None else dx.new_zeros(dx.shape[0], self.hidden[l])
+            da = self._map_x(l, dx)
+            if da is None:
+                da = dx.new_zeros(dx.shape[0], self.hidden[l])
             if prev is not None:
-                da = da + _scale(prev * gates[l - 1], self._zscale(l)) @ self.U_eff(l).T
+                da = da + self._map_z(l, _scale(prev * gates[l - 1], self._zscale(l)))
             out.append(da)
             prev = da
         return out
@@ -254,8 +279,8 @@ class Backbone(ConvexBlock, abstract=True):
         """``W_l x + b_l`` (``b_l`` alone without passthrough) per layer, ``(N, m_l)``."""
         out = []
         for l in range(len(self.hidden)):
-            W, b = self.W_eff(l), self._offset(l)
-            out.append(b.expand(x.shape[0], -1) if W is None else affine_image(x, W, b))
+            Wx, b = self._map_x(l, x), self._offset(l)
+            out.append(b.expand(x.shape[0], -1) if Wx is None else Wx + b)
         return out
 
     def _linear_value(self, x: torch.Tensor) -> torch.Tensor:
@@ -326,7 +351,8 @@ class ReLUBackbone(Backbone):
             # upper_l = s U_{l+1}^T nu_{l+1} is a fresh buffer for l < L: gate it in place.
             nu[l] = _gate(upper, a_list[l], tol, in_place=l < len(a_list) - 1)
             if l > 0:
-                upper = self._up(l, nu[l]) if self._bound else affine_image(nu[l], self.U_eff(l).T)
+                dense = self.dense_maps and not self._bound
+                upper = affine_image(nu[l], self.U_eff(l).T) if dense else self._up(l, nu[l])
         return BackboneState(a=a_list, nu=nu)
 
     def multipliers(self, st: BackboneState) -> list[torch.Tensor]:
@@ -388,11 +414,11 @@ class ReLUBackbone(Backbone):
         dz = None
         for l, a in enumerate(st.a):
             da = torch.zeros_like(a)
-            W = self.W_eff(l)
-            if W is not None:
-                da = da + delta @ W.T
+            Wd = self._map_x(l, delta)
+            if Wd is not None:
+                da = da + Wd
             if dz is not None:
-                da = da + _scale(dz, self._zscale(l)) @ self.U_eff(l).T
+                da = da + self._map_z(l, _scale(dz, self._zscale(l)))
             active = (a > tol).to(a.dtype)
             tied = (a.abs() <= tol).to(a.dtype)
             dz = active * da + tied * torch.relu(da)
@@ -466,7 +492,7 @@ class ReLUBackbone(Backbone):
         gates, seeds = self._split(pattern), self._split(seed)
         effect, carry = [], None
         for l in range(len(self.hidden)):
-            e = torch.zeros_like(seeds[l]) if carry is None else _scale(carry, self._zscale(l)) @ self.U_eff(l).T
+            e = torch.zeros_like(seeds[l]) if carry is None else self._map_z(l, _scale(carry, self._zscale(l)))
             effect.append(e)
             carry = gates[l] * e + seeds[l]
         return torch.cat(effect, dim=-1)

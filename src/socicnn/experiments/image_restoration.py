@@ -1,0 +1,314 @@
+"""Image restoration with convolutional SOC-ICNNs (the book's experiment I).
+
+Offline patches (:mod:`socicnn.images`) are corrupted (:mod:`socicnn.restoration`); the five
+parameter-matched Conv families are trained as energies on 16 candidates per training image
+labelled by the true energy (:mod:`socicnn.energy_training`); each learned energy is minimised
+over ``[0, 1]`` pixels and the restoration is scored against the exact optimum of the true
+energy (a conic solve, cross-checked by a certified first-order method).
+
+Restoration of a learned energy is exact: its conic lifting with the box, solved by Clarabel
+(status checked), with the library's certified gap at the solution. Beside it runs the reference
+protocol (Adam, 350 steps, lr 0.035, 3 restarts, clamping), whose distance from the learned
+energy's optimum is bounded by the Frank-Wolfe bound from a readout subgradient
+(:func:`certificate`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import inference, readout
+from ..conv_model import CONV_FAMILIES, ConvSOCICNN, conv_family
+from ..energy_training import EnergyFit, fit_energy
+from ..ground_truth import box_gap_bound, solve_conic
+from ..images import image_patches
+from ..lifting import BlockData
+from ..restoration import Corrupted, ExactRestoration, candidates, corrupt, first_order_optimum, true_energy
+
+__all__ = [
+    "PROFILES",
+    "Data",
+    "adam_box",
+    "certificate",
+    "make_data",
+    "restore_certified",
+    "restore_reference",
+    "run",
+    "summarize",
+    "train_family",
+]
+
+PROFILES = {
+    "smoke": dict(size=4, n_train=4, n_test=2, epochs=3, seeds=(0, 1, 2), steps=20, restarts=3, optimum_steps=60),
+    "book": dict(size=6, n_train=12, n_test=2, epochs=40, seeds=(0, 1, 2), steps=100, restarts=3, optimum_steps=700),
+    "paper": dict(
+        size=64, n_train=280, n_test=60, epochs=50, seeds=(0, 1, 2), steps=350, restarts=3, optimum_steps=700
+    ),
+}
+LR, RESTORE_LR, BATCH = 2e-3, 0.035, 280
+CERTIFY_TOL = 1e-5  # relative certified gap of a restoration (at an interior-point solution)
+METHODS = ("exact conic", "reference Adam")
+
+
+@dataclass
+class Data:
+    """Training rows (candidates, contexts, true energies) and the test set with its exact optima
+    ``x_star`` ``(n, H, W)``, their conic solve times and the first-order cross-check."""
+
+    train_x: torch.Tensor
+    train_context: torch.Tensor
+    train_energy: torch.Tensor
+    test: Corrupted
+    x_star: torch.Tensor
+    e_star: torch.Tensor
+    conic_time: float
+    cross_check_gap: torch.Tensor
+    cross_check_diff: torch.Tensor
+
+
+def make_data(size: int, n_train: int, n_test: int, seed: int = 0, dtype=torch.float64) -> Data:
+    """Patches, corruption, labelled candidates and the exact test optima."""
+    train = corrupt(torch.as_tensor(image_patches("train", n_train, size, seed=seed), dtype=dtype), seed=seed + 100)
+    test = corrupt(torch.as_tensor(image_patches("test", n_test, size, seed=seed), dtype=dtype), seed=seed + 200)
+    cand = candidates(train, seed=seed + 300)  # (n, 16, H, W)
+    k = cand.shape[1]
+    Y, M = (t[:, None].expand_as(cand).reshape(-1, size, size) for t in (train.Y, train.M))
+    energy = true_energy(cand.reshape(-1, size, size), Y, M)
+    context = train.context[:, None].expand(-1, k, -1, -1, -1).reshape(-1, 2, size, size)
+    exact = ExactRestoration(size, size)
+    sols = [exact.solve(test.Y[i], test.M[i]) for i in range(n_test)]
+    x_star = torch.stack([x for x, _ in sols])
+    e_star = true_energy(x_star, test.Y, test.M)
+    fo = first_order_optimum(test)
+    return Data(
+        train_x=cand.reshape(-1, 1, size, size),
+        train_context=context,
+        train_energy=energy,
+        test=test,
+        x_star=x_star,
+        e_star=e_star,
+        conic_time=float(sum(s.solve_time for _, s in sols)),
+        cross_check_gap=fo.gap_bound,
+        cross_check_diff=(fo.value - e_star).abs(),
+    )
+
+
+def train_family(family: str, data: Data, epochs: int, seed: int) -> tuple[ConvSOCICNN, EnergyFit]:
+    """A freshly initialised, parameter-matched ``family`` trained by the reference protocol (in
+    float32, the reference's precision and several times faster on CPU), returned in float64 for
+    restoration and certificates."""
+    size = data.test.X.shape[-1]
+    f32 = torch.float32
+    cm = conv_family(family, (1, size, size), dtype=f32, seed=seed)
+    x, c, e = data.train_x.to(f32), data.train_context.to(f32), data.train_energy.to(f32)
+    fit = fit_energy(cm, x, c, e, epochs=epochs, batch=BATCH, lr=LR, seed=seed)
+    return cm.double(), fit
+
+
+def adam_box(f, starts: list[torch.Tensor], steps: int, lr: float = RESTORE_LR) -> torch.Tensor:
+    """The reference protocol: Adam on ``f`` (rows ``(N, d) -> (N,)``) from each start, clamped to
+    ``[0, 1]`` after every step, keeping per row the end point of lowest ``f``."""
+    best, best_val = None, None
+    for x0 in starts:
+        x = x0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            f(x).sum().backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+        with torch.no_grad():
+            val = f(x)
+        if best is None:
+            best, best_val = x.detach(), val
+        else:
+            better = val < best_val
+            best = torch.where(better[:, None], x.detach(), best)
+            best_val = torch.minimum(val, best_val)
+    return best
+
+
+@torch.no_grad()
+def certificate(cm: ConvSOCICNN, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` certified bound on ``E_learned(x) - min_[0,1] E_learned`` (Frank-Wolfe bound from
+    the readout subgradient of ``cm.at(context)`` at ``x``)."""
+    return box_gap_bound(x, readout.readout(cm.at(context), x).grad, 0.0, 1.0)
+
+
+def restore_certified(cm: ConvSOCICNN, test: Corrupted, solver: str = "clarabel") -> dict:
+    """Minimise the learned energy over ``[0, 1]`` for every test observation exactly: the
+    learned energy's conic lifting plus the box, compiled once (the contexts are parameters) and
+    solved per image; any status but optimal raises, except ``optimal_inaccurate`` (the
+    exponential cones of a softplus backbone), counted in ``inaccurate``: the certificate below
+    decides whether such an answer is certified. Returns ``x`` ``(n, HW)``, the lifted
+    optimal values, the library's certified ``gap_bound`` at ``x``
+    (:func:`socicnn.inference.certified_lower_bound`), the solver's own solve time and the wall
+    time.
+
+    (``socicnn.inference.minimize`` is the library's certified minimiser, but its face Newton
+    handles the kink rows densely and does not finish on these models' thousands of kinks in a
+    chapter's budget.)"""
+    n = test.Y.shape[0]
+    with torch.no_grad():
+        model = cm.at(test.context)
+    x = cp.Variable(model.in_dim)
+    data = BlockData(model)
+    lifts = [block.lift(x, params) for block, params in zip(model.blocks(), data.params, strict=True)]
+    objective = cp.Minimize(sum(lift.objective for lift in lifts))
+    problem = cp.Problem(objective, [c for lift in lifts for c in lift.constraints] + [x >= 0, x <= 1])
+    t0 = time.perf_counter()
+    xs, values, solve_time, inaccurate = [], [], 0.0, 0
+    for i in range(n):
+        data.set(i)
+        sol = solve_conic(problem, solver, accept_inaccurate=True)
+        inaccurate += sol.status != cp.OPTIMAL
+        xs.append(torch.as_tensor(x.value, dtype=test.Y.dtype).clamp(0.0, 1.0))
+        values.append(sol.value)
+        solve_time += sol.solve_time
+    elapsed = time.perf_counter() - t0
+    X = torch.stack(xs)
+    tie_tol = 1e-9
+    gap = model(X).detach() - inference.certified_lower_bound(model, X, inference.Box(0.0, 1.0), tie_tol)
+    return {
+        "x": X,
+        "lifted_value": torch.tensor(values, dtype=X.dtype),
+        "gap_bound": gap,
+        "converged": gap <= CERTIFY_TOL * model(X).detach().abs().clamp(min=1.0),
+        "solver_time": solve_time,
+        "inaccurate": inaccurate,
+        "time": elapsed,
+    }
+
+
+def restore_reference(cm: ConvSOCICNN, test: Corrupted, steps: int, restarts: int, seed: int) -> dict:
+    """The reference's restoration: Adam (``steps``, lr 0.035) from the observation, a perturbed
+    observation and uniform random images (``restarts`` starts), clamped to ``[0, 1]``; its
+    Frank-Wolfe ``gap_bound`` (:func:`certificate`) says how far from optimal it stopped."""
+    n = test.Y.shape[0]
+    y = test.Y.reshape(n, -1)
+    g = torch.Generator().manual_seed(seed)
+    starts = [y, (y + 0.1 * torch.randn(y.shape, generator=g, dtype=y.dtype)).clamp(0, 1)]
+    starts += [torch.rand(y.shape, generator=g, dtype=y.dtype) for _ in range(restarts - 2)]
+    t0 = time.perf_counter()
+    x = adam_box(lambda z: cm(z, test.context), starts[:restarts], steps)
+    elapsed = time.perf_counter() - t0
+    gap = certificate(cm, test.context, x)
+    return {"x": x, "gap_bound": gap, "converged": gap <= CERTIFY_TOL, "time": elapsed}
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1.0 / ((a - b) ** 2).mean((-2, -1)).clamp(min=1e-20))
+
+
+def scores(x: torch.Tensor, data: Data) -> dict:
+    """Per-image regret, relative regret, PSNR against the clean image and the optimum, RMSE."""
+    test = data.test
+    X = x.reshape(test.X.shape)
+    e = true_energy(X, test.Y, test.M)
+    regret = e - data.e_star
+    return {
+        "regret": regret,
+        "relative_regret": regret / data.e_star,
+        "psnr_clean": _psnr(X, test.X),
+        "psnr_optimum": _psnr(X, data.x_star),
+        "rmse_optimum": ((X - data.x_star) ** 2).mean((-2, -1)).sqrt(),
+    }
+
+
+def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_seed: int = 0, log=print) -> dict:
+    """The experiment: one data set, every family trained and restored for every seed. Returns
+    the per-(family, seed) table, per-image scores, the reference protocol's own accounting,
+    example restorations and the trained models of the first seed."""
+    cfg = PROFILES[profile]
+    seeds = cfg["seeds"] if seeds is None else seeds
+    t0 = time.perf_counter()
+    data = make_data(cfg["size"], cfg["n_train"], cfg["n_test"], seed=data_seed)
+    log(
+        f"data: {cfg['n_train']} training and {cfg['n_test']} test patches of {cfg['size']}x{cfg['size']}, "
+        f"{data.train_x.shape[0]} labelled candidates; exact optima in {data.conic_time:.2f} s of conic solves"
+    )
+    # The reference's "optimum": Adam on the true energy from the observation, no convergence check.
+    n, size = cfg["n_test"], cfg["size"]
+    y = data.test.Y.reshape(n, -1)
+    ref_opt = adam_box(
+        lambda z: true_energy(z.reshape(n, size, size), data.test.Y, data.test.M), [y], cfg["optimum_steps"]
+    )
+    e_ref_opt = true_energy(ref_opt.reshape(n, size, size), data.test.Y, data.test.M)
+    rows, per_image, examples, models = [], [], {}, {}
+    for family in families:
+        for seed in seeds:
+            cm, fit = train_family(family, data, cfg["epochs"], seed)
+            restorations = {
+                "exact conic": restore_certified(cm, data.test),
+                "reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed),
+            }
+            for method, res in restorations.items():
+                sc_ = scores(res["x"], data)
+                e_hat = data.e_star + sc_["regret"]
+                rows.append(
+                    {
+                        "family": family,
+                        "seed": seed,
+                        "method": method,
+                        "parameters": cm.num_parameters(),
+                        "train_loss": fit.losses[-1],
+                        "train_time": fit.time,
+                        "restore_time": res["time"],
+                        "max_gap_bound": float(res["gap_bound"].max()),
+                        "certified": int(res["converged"].sum()),
+                        "inaccurate": res.get("inaccurate", 0),
+                        "lifting_vs_forward": float(
+                            (res["lifted_value"] - cm(res["x"], data.test.context).detach()).abs().max()
+                        )
+                        if "lifted_value" in res
+                        else float("nan"),
+                        **{k: float(v.mean()) for k, v in sc_.items()},
+                        "regret_vs_reference_optimum": float((e_hat - e_ref_opt).mean()),
+                        "min_regret_vs_reference_optimum": float((e_hat - e_ref_opt).min()),
+                    }
+                )
+                for i in range(n):
+                    per_image.append(
+                        {"family": family, "seed": seed, "method": method, "image": i}
+                        | {k: float(v[i]) for k, v in sc_.items()}
+                    )
+            if seed == seeds[0]:
+                examples[family] = restorations["exact conic"]["x"].reshape(n, size, size)
+                models[family] = cm
+            log(
+                f"{family} seed {seed}: {cm.num_parameters()} parameters, regret "
+                + ", ".join(f"{r['method']} {r['regret']:.2e}" for r in rows[-2:])
+            )
+    return {
+        "config": {**cfg, "seeds": tuple(seeds), "profile": profile},
+        "data": data,
+        "table": pd.DataFrame(rows),
+        "per_image": pd.DataFrame(per_image),
+        "reference_optimum_gap": (e_ref_opt - data.e_star),
+        "examples": examples,
+        "models": models,
+        "time": time.perf_counter() - t0,
+    }
+
+
+def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
+    """Mean ± sd over seeds per family of the scores, times and certificate of ``method``."""
+    cols = ["regret", "relative_regret", "psnr_clean", "psnr_optimum", "rmse_optimum", "restore_time", "max_gap_bound"]
+    grouped = table[table["method"] == method].groupby("family", sort=False)
+    out = pd.DataFrame({"parameters": grouped["parameters"].first()})
+    for c in cols:
+        m, s = grouped[c].mean(), grouped[c].std(ddof=1)
+        out[c] = [f"{a:.3g} ± {b:.2g}" for a, b in zip(m, s.fillna(0.0), strict=True)]
+    return out
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy copy (for figures)."""
+    return t.detach().to("cpu", torch.float64).numpy()

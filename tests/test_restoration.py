@@ -1,0 +1,59 @@
+"""Offline images, the restoration energy and its exact optimum, and energy training."""
+
+import pytest
+import torch
+
+from socicnn import images
+from socicnn.conv_model import ConvSOCICNN
+from socicnn.energy_training import fit_energy
+from socicnn.restoration import candidates, corrupt, exact_optimum, first_order_optimum, true_energy
+
+
+def test_patches_are_offline_deterministic_and_split_by_source():
+    assert not set(images.SPLITS["train"]) & set(images.SPLITS["test"])
+    assert not set(images.SPLITS["val"]) & (set(images.SPLITS["train"]) | set(images.SPLITS["test"]))
+    a = images.image_patches("test", 5, 16, seed=3)
+    b = images.image_patches("test", 5, 16, seed=3)
+    assert a.shape == (5, 16, 16) and (a == b).all() and a.min() >= 0 and a.max() <= 1
+    assert a.std() > 0.01  # real image content, not a constant
+    with pytest.raises(ValueError, match="split"):
+        images.image_patches("holdout", 1)
+
+
+def test_olivetti_loader_says_how_to_obtain_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOCICNN_OLIVETTI", raising=False)
+    with pytest.raises(FileNotFoundError, match="fetch_olivetti_faces"):
+        images.load_olivetti(tmp_path / "absent.npy")
+    path = tmp_path / "faces.npy"
+    import numpy as np
+
+    np.save(path, np.random.default_rng(0).random((400, 64, 64)))
+    assert images.load_olivetti(path).shape == (400, 64, 64)
+
+
+def test_exact_optimum_matches_the_certified_first_order_method():
+    X = torch.as_tensor(images.image_patches("test", 3, 8, seed=0))
+    c = corrupt(X, seed=1)
+    x_star, sols = exact_optimum(c)
+    assert all(s.status == "optimal" for s in sols)
+    e_star = true_energy(x_star, c.Y, c.M)
+    fo = first_order_optimum(c, tol=1e-9)
+    assert float(fo.gap_bound.max()) <= 1e-9
+    assert float((fo.value - e_star).abs().max()) <= 1e-8
+    # nothing in the box does better than the optimum
+    cand = candidates(c, seed=2)
+    e_cand = true_energy(cand.reshape(-1, 8, 8), *(t[:, None].expand_as(cand).reshape(-1, 8, 8) for t in (c.Y, c.M)))
+    assert float((e_cand.reshape(3, -1) - e_star[:, None]).min()) >= -1e-8
+
+
+def test_fit_energy_reduces_the_loss_and_checks_rows():
+    X = torch.as_tensor(images.image_patches("train", 4, 8, seed=0))
+    c = corrupt(X, seed=0)
+    cand = candidates(c).reshape(-1, 1, 8, 8)
+    ctx = c.context[:, None].expand(-1, 16, -1, -1, -1).reshape(-1, 2, 8, 8)
+    energy = true_energy(cand[:, 0], ctx[:, 0], ctx[:, 1])
+    cm = ConvSOCICNN((1, 8, 8), 2, (3, 3), 2, 1, dtype=torch.float64, seed=0)
+    fit = fit_energy(cm, cand, ctx, energy, epochs=15, batch=32, lr=1e-2)
+    assert fit.losses[-1] < 0.5 * fit.losses[0]
+    with pytest.raises(ValueError, match="same positive number of rows"):
+        fit_energy(cm, cand[:3], ctx, energy)
