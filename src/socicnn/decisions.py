@@ -27,8 +27,8 @@ import torch
 
 from . import inference
 from ._checks import check_choice, check_model
-from .lifting import BlockData
 from .inference.constraints import Constraint
+from .lifting import BlockData
 from .solvers import resolve_solver
 
 __all__ = ["DECIDE_METHODS", "DecisionResult", "DecisionSOCP", "decide", "violation"]
@@ -66,11 +66,29 @@ class DecisionResult:
 
 
 def violation(constraint: Constraint, x: torch.Tensor) -> torch.Tensor:
-    """Largest violation ``(N,)`` of a polyhedral set's rows by each row of ``x`` ``(N, d)``."""
-    rows = constraint.rows(x.shape[-1], x.dtype, x.device)
+    """Largest violation ``(N,)`` of the set by each row of ``x`` ``(N, d)``: from the set's linear
+    rows when it has them, else from its CVXPY constraints evaluated at each row."""
+    try:
+        rows = constraint.rows(x.shape[-1], x.dtype, x.device)
+    except NotImplementedError:
+        var = cp.Variable(x.shape[-1])
+        cons = constraint.cvxpy(var)
+        out = []
+        for xi in x.detach().cpu().numpy():
+            var.value = xi
+            out.append(max((float(np.max(c.violation(), initial=0.0)) for c in cons), default=0.0))
+        return torch.as_tensor(out, dtype=x.dtype)
     r = x @ rows.C.T - rows.h
     r = torch.where(rows.equality, r.abs(), r.clamp(min=0.0))
     return r.amax(-1) if r.shape[-1] else x.new_zeros(x.shape[0])
+
+
+def _project(constraint: Constraint, x: torch.Tensor) -> torch.Tensor:
+    """The exact projection onto the set where it has one (else ``x`` itself: a CVXPY-callable set)."""
+    try:
+        return constraint.project(x)
+    except NotImplementedError:
+        return x
 
 
 class DecisionSOCP:
@@ -139,7 +157,7 @@ def _decide_socp(model, constraint: Constraint, solver: str, **solver_options) -
     x_out = raw.clone()
     if bool(ok.any()):
         infeas[ok] = violation(constraint, raw[ok]).to(dtype)
-        x_out[ok] = constraint.project(raw[ok])
+        x_out[ok] = _project(constraint, raw[ok])
     with torch.no_grad():
         value = torch.full((n,), float("nan"), dtype=dtype)
         if bool(ok.any()):
@@ -191,7 +209,9 @@ def decide(
     Args:
         model: a :class:`~socicnn.model.ContextualModel` (convex in ``x`` for every context).
         theta: contexts ``(N, p)`` (or ``(p,)`` for one).
-        constraint: the feasible set (``Box``, ``Simplex``, ``Budget``, :class:`~socicnn.decision_sets.BudgetEquality`).
+        constraint: the feasible set: ``Box``, ``Simplex``, ``Budget``,
+            :class:`~socicnn.decision_sets.BudgetEquality`, or (``"socp"`` only) a callable
+            returning CVXPY constraints.
         method: ``"auto"`` (certified batched minimiser) or ``"socp"`` (exact lifting).
         tol: relative certified gap the ``"auto"`` method must reach.
         solver: conic solver of ``"socp"``.
@@ -200,8 +220,9 @@ def decide(
     check_choice("method", method, DECIDE_METHODS)
     if not hasattr(model, "at") or not hasattr(model, "context_dim"):
         raise TypeError(f"model must be a socicnn ContextualModel (with .at(theta)), got {type(model).__name__}")
-    if not isinstance(constraint, Constraint):
-        raise TypeError(f"constraint must be a socicnn.inference Constraint, got {type(constraint).__name__}")
+    constraint = inference.constraints.as_constraint(constraint)
+    if constraint is None:
+        raise TypeError("decide needs a feasible set (a socicnn.inference Constraint or a CVXPY callable), got None")
     constraint.check(model.in_dim)
     c2, _ = model.check_context(theta, "theta")
     with torch.no_grad():

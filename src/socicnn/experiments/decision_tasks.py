@@ -185,7 +185,9 @@ class DecisionTask:
                 p.value = sh[i].numpy()
             problem.solve(solver=cp.CLARABEL)
             if problem.status != cp.OPTIMAL:
-                raise RuntimeError(f"{self.name} (d={self.dim}): the exact solve of context {i} returned {problem.status!r}")
+                raise RuntimeError(
+                    f"{self.name} (d={self.dim}): the exact solve of context {i} returned {problem.status!r}"
+                )
             xs.append(np.asarray(x.value, dtype=float))
             vals.append(float(problem.value))
             statuses.append(problem.status)

@@ -178,8 +178,9 @@ def parameter_table(models: dict) -> pd.DataFrame:
     """Per model: hidden widths, blocks, context mode and trainable parameters (ratio to SOC-ICNN)."""
     soc = models["soc"].num_parameters() if "soc" in models else np.nan
     rows = [
-        dict(model=LABELS[k], hidden=m.base.hidden, quad_blocks=len(m.base.quad_dims), norm_blocks=len(m.base.norm_dims),
-             context=m.context, params=m.num_parameters(), ratio_to_soc=m.num_parameters() / soc)
+        dict(model=LABELS[k], hidden=m.base.hidden, quad_blocks=len(m.base.quad_dims),
+             norm_blocks=len(m.base.norm_dims), context=m.context, params=m.num_parameters(),
+             ratio_to_soc=m.num_parameters() / soc)
         for k, m in models.items()
     ]
     return pd.DataFrame(rows)
@@ -309,8 +310,8 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
                                  regret=sc["regret"][j], rel_regret=sc["rel_regret"][j], x_err=sc["x_err"][j],
                                  violation=sc["violation"][j], time=float(times[j]), surrogate_gap=float(gaps[j])))
         if progress is not None:
-            progress(f"{task_name} d={d} seed={seed} {LABELS[key]}: rel L2 {rel_l2:.3g}, "
-                     f"mean regret {float(np.mean(_scores(task, C, exact.x, test.theta, test.x_star, test.f_star)['regret'])):.3g}")
+            regret = np.mean([r["regret"] for r in rows if r["key"] == key and r["protocol"] == "exact"])
+            progress(f"{task_name} d={d} seed={seed} {LABELS[key]}: rel L2 {rel_l2:.3g}, mean regret {regret:.3g}")
     params.insert(0, "dim", d)
     params.insert(0, "task", task_name)
     return pd.DataFrame(rows), {"params": params, **checks}
