@@ -114,9 +114,11 @@ def test_models_of_the_comparison_are_parameter_matched():
     table = ds.parameter_table(models)
     soc = models["soc"].num_parameters()
     for key in ("relu", "softplus", "quad", "norm"):
-        assert models[key].num_parameters() >= soc  # the smallest depth reaching SOC's count
-        shallower = ds._family_model(key, 10, dt.CONTEXT_DIM, 24, len(models[key].base.hidden) - 1, 0)
-        assert len(models[key].base.hidden) == 1 or shallower.num_parameters() < soc
+        m = models[key]
+        depth, width = len(m.base.hidden), m.base.hidden[0]
+        assert m.num_parameters() >= soc  # the smallest depth reaching SOC's count, then the narrowest width
+        assert depth == 1 or ds._family_model(key, 10, dt.CONTEXT_DIM, 24, depth - 1, 0).num_parameters() < soc
+        assert ds._family_model(key, 10, dt.CONTEXT_DIM, width - 1, depth, 0).num_parameters() < soc
     assert models["soc_picnn"].num_parameters() <= soc and models["soc_picnn"].context == "picnn"
     assert list(table["params"]) == [m.num_parameters() for m in models.values()]
     # pcf: rank-one curvature blocks along the coordinates (fixed), theta-dependent weights.

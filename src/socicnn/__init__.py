@@ -4,11 +4,27 @@ Models that are convex in their input by construction, their exact lifting to LP
 functions, closed-form dual readout of slopes and curvature, and white-box inference.
 """
 
-from . import blocks, families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
+from . import (
+    blocks,
+    decision_sets,
+    decisions,
+    families,
+    inference,
+    lifting,
+    parametric,
+    profiles,
+    readout,
+    results,
+    solvers,
+    subdifferential,
+    targets,
+    train,
+)
 from .backbone import Backbone, ReLUBackbone, SoftplusBackbone
 from .blocks import ConvexBlock
 from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
 from .norm import NormBlock
+from .parametric import ParametricSOCICNN
 from .quadratic import QuadraticBlock
 from .weights import SOCICNNWeights
 
@@ -21,6 +37,7 @@ __all__ = [
     "BlockModel",
     "BoundModel",
     "ContextualModel",
+    "ParametricSOCICNN",
     "ConvexBlock",
     "Backbone",
     "ReLUBackbone",
@@ -28,9 +45,12 @@ __all__ = [
     "QuadraticBlock",
     "NormBlock",
     "blocks",
+    "decision_sets",
+    "decisions",
     "families",
     "inference",
     "lifting",
+    "parametric",
     "readout",
     "profiles",
     "results",

@@ -44,8 +44,9 @@ class DecisionResult:
         x: ``(N, d)`` decisions, in the set (NaN rows where a solve failed).
         value: ``(N,)`` model values ``f(x_i, theta_i)``.
         gap_bound: ``(N,)`` bound on ``value - min_C f(., theta_i)`` (see the module docstring).
-        converged: ``(N,)`` bool: ``"socp"``: status optimal; ``"auto"``: the certified bound
-            meets the tolerance.
+        converged: ``(N,)`` bool: the gap bound meets the tolerance, ``gap_bound <= tol *
+            max(1, |value|)`` (for ``"socp"`` also a status ``"optimal"``, or ``"optimal_inaccurate"``,
+            which Clarabel reports for some exponential-cone solves whose duality gap is small).
         time: ``(N,)`` wall seconds per instance (batch time / N for ``"auto"``).
         status: per instance (``"socp"``: the solver's status; ``"auto"``: converged or not).
         solver_time: ``(N,)`` the conic solver's own reported solve time (``"socp"``; NaN else).
@@ -137,7 +138,7 @@ class DecisionSOCP:
         return (None if x is None else np.array(x, dtype=float)), value, gap, status, elapsed, solver_time
 
 
-def _decide_socp(model, constraint: Constraint, solver: str, **solver_options) -> DecisionResult:
+def _decide_socp(model, constraint: Constraint, tol: float, solver: str, **solver_options) -> DecisionResult:
     n = model.rows if model.rows is not None else 1
     socp = DecisionSOCP(model, constraint, solver)
     d = model.in_dim
@@ -163,11 +164,12 @@ def _decide_socp(model, constraint: Constraint, solver: str, **solver_options) -
         if bool(ok.any()):
             value[ok] = model.select(torch.nonzero(ok)[:, 0])(x_out[ok]) if model.rows else model(x_out[ok])
     gap = value - torch.as_tensor(lower, dtype=dtype)
+    solved = torch.tensor([s in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) for s in statuses])
     return DecisionResult(
         x=x_out,
         value=value,
         gap_bound=gap,
-        converged=torch.tensor([s == cp.OPTIMAL for s in statuses]),
+        converged=solved & (gap <= tol * value.abs().clamp(min=1.0)),
         time=torch.as_tensor(times),
         status=statuses,
         solver_time=torch.as_tensor(solver_times),
@@ -213,7 +215,8 @@ def decide(
             :class:`~socicnn.decision_sets.BudgetEquality`, or (``"socp"`` only) a callable
             returning CVXPY constraints.
         method: ``"auto"`` (certified batched minimiser) or ``"socp"`` (exact lifting).
-        tol: relative certified gap the ``"auto"`` method must reach.
+        tol: relative gap bound at which a decision counts as converged (the ``"auto"`` method
+            iterates until it reaches it).
         solver: conic solver of ``"socp"``.
         options: passed to the method (solver options for ``"socp"``).
     """
@@ -228,5 +231,5 @@ def decide(
     with torch.no_grad():
         at = model.at(c2)
     if method == "socp":
-        return _decide_socp(at, constraint, solver, **options)
+        return _decide_socp(at, constraint, tol, solver, **options)
     return _decide_auto(at, constraint, tol, **options)

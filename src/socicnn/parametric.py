@@ -11,7 +11,7 @@ block data (see :mod:`socicnn.blocks`) are functions of the context. Two context
   the linear term ``v(theta)`` depends on them too, and every nonnegative scaling is modulated by
   a nonnegative function of the context, ``alpha(theta) = alpha * softplus(a^T u + a_0)``,
   ``lam(theta) = lam * softplus(.)`` and the z-path scalings ``s_l(theta) = softplus(S_l u +
-  s_l) >= 0`` (in the spirit of the partially input-convex networks of :cite:`amos2017input`).
+  s_l) >= 0`` (in the spirit of the partially input-convex networks of :cite:`amos2017icnn`).
 
 Either way ``f(., theta)`` is an SOC-ICNN of ``x`` (nonnegative z-path weights and scalings,
 convex nondecreasing activations), so ``pm.at(theta)`` is an ordinary model that lifting,

@@ -17,10 +17,11 @@ regret ``regret / |f*|``, ``||x_hat - x*||``, set violation, decision time; plus
 (test relative L2 error on the test candidates, raw scale) and the certified surrogate gap.
 
 Models (all convex in ``x`` for every ``theta``): the five families in the reference's ``"bias"``
-context mode (SOC-ICNN at backbone depth 2; every other family at the SOC width and the smallest
-depth whose parameter count reaches the SOC-ICNN's), the SOC-ICNN in ``"picnn"`` mode (a context
-trunk of width ``p``; the widest backbone whose count does not exceed the bias SOC-ICNN's, width 1
-if none does), and ``pcf``, the reference's parametric
+context mode (SOC-ICNN at backbone depth 2; every other family at the smallest depth whose
+count reaches the SOC-ICNN's at the SOC width, then at the narrowest width at that depth that
+still reaches it), the SOC-ICNN in ``"picnn"`` mode (a context
+trunk of width ``p`` and the widest backbone whose count does not exceed the bias SOC-ICNN's; no
+trunk if none fits), and ``pcf``, the reference's parametric
 quadratic-plus-norms model written as a :class:`~socicnn.parametric.ParametricSOCICNN`.
 """
 
@@ -105,12 +106,12 @@ def config_for(profile: str) -> DownstreamConfig:
     return pick(
         profile,
         smoke=DownstreamConfig(
-            "smoke", (5,), ("budget_huber",), (2024, 2025, 2026), 40, 16, 6, 16, {5: 8}, steps=20,
+            "smoke", (5,), ("budget_huber",), (2024, 2025), 40, 16, 6, 16, {5: 8}, steps=20,
             batch_size=256, patience=None, adam_instances=3, adam_restarts=2, adam_steps=10,
         ),
         book=DownstreamConfig(
-            "book", (10,), ("simplex_socp", "budget_huber"), (2024, 2025, 2026), 300, 64, 40, 128,
-            {10: 32}, steps=600, patience=5,
+            "book", (10,), ("budget_twocone_socp",), (2024, 2025, 2026), 200, 64, 40, 128,
+            {10: 24}, steps=300, batch_size=512, patience=5,
         ),
         paper=DownstreamConfig(
             "paper", (10, 20, 50), tuple(dt.TASKS), (2024, 2025, 2026), 1000, 64, 200, 128,
@@ -148,6 +149,18 @@ def pcf_model(d: int, p: int, seed: int, norm_atoms: int = 2, atom_dim: int = 8,
     return model
 
 
+def _picnn_within(d: int, p: int, width: int, depth: int, seed: int, budget: int, **kw) -> ParametricSOCICNN:
+    """The picnn SOC-ICNN with the most parameters not above ``budget``: a context trunk of width
+    ``p`` and the widest backbone (at most ``width``) that fits, else no trunk; width 1 without a
+    trunk when nothing fits."""
+    for trunk in (p, 0):
+        for w in range(width, 0, -1):
+            m = _family_model("soc", d, p, w, depth, seed, context="picnn", context_hidden=trunk, **kw)
+            if m.num_parameters() <= budget:
+                return m
+    return m
+
+
 def build_models(d: int, p: int, width: int, seed: int, models=MODELS, soc_depth: int = 2, **kw) -> dict:
     """Parameter-matched models (see the module docstring), freshly initialised from ``seed``."""
     soc = _family_model("soc", d, p, width, soc_depth, seed, **kw)
@@ -159,18 +172,19 @@ def build_models(d: int, p: int, width: int, seed: int, models=MODELS, soc_depth
         elif key == "pcf":
             out[key] = pcf_model(d, p, seed, **kw)
         elif key == "soc_picnn":
-            w = width
-            while True:
-                m = _family_model("soc", d, p, w, soc_depth, seed, context="picnn", context_hidden=p, **kw)
-                if m.num_parameters() <= budget or w == 1:
-                    break
-                w -= 1
-            out[key] = m
+            out[key] = _picnn_within(d, p, width, soc_depth, seed, budget, **kw)
         else:
             depth = 1
-            while (m := _family_model(key, d, p, width, depth, seed, **kw)).num_parameters() < budget:
+            while _family_model(key, d, p, width, depth, seed, **kw).num_parameters() < budget:
                 depth += 1
-            out[key] = m
+            lo, hi = 1, width  # the narrowest width at that depth still reaching the budget
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _family_model(key, d, p, mid, depth, seed, **kw).num_parameters() >= budget:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            out[key] = _family_model(key, d, p, lo, depth, seed, **kw)
     return out
 
 
@@ -289,8 +303,9 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
                     rel_l2=rel_l2, train_time=res.train_time, best_step=res.best_step, steps=res.steps)
         exact = decisions.decide(model, theta_std, C, method="socp")
         if not bool(exact.converged.all()):
-            bad = [s for s in exact.status if s != "optimal"]
-            raise RuntimeError(f"{task_name} d={d} {key}: the exact decision SOCP returned {bad[:3]}")
+            bad = [(s, float(g)) for s, g, ok in zip(exact.status, exact.gap_bound, exact.converged, strict=True)
+                   if not ok]
+            raise RuntimeError(f"{task_name} d={d} {key}: exact decisions not certified (status, gap): {bad[:3]}")
         protocols = [("exact", exact.x, exact.time.numpy(), exact.gap_bound.numpy(), np.arange(cfg.n_test))]
         if has_auto:
             fast = decisions.decide(model, theta_std, C, method="auto")
