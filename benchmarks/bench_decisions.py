@@ -29,15 +29,15 @@ import pandas as pd
 import torch
 
 from socicnn import inference
-from socicnn.decision_sets import BudgetEquality
 from socicnn.decisions import decide, violation
+from socicnn.inference import Budget
 from socicnn.parametric import ParametricSOCICNN
 
 
 def run(d: int, n: int, width: int, seed: int, repeat: int) -> dict:
     pm = ParametricSOCICNN(d, 8, (width, width), (d,), (d, d), context="picnn", dtype=torch.float64, seed=seed)
     theta = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    C = BudgetEquality(0.3 * d)
+    C = Budget(0.3 * d, equality=True)
     exact = decide(pm, theta, C, method="socp")
     row = {
         "d": d,

@@ -6,7 +6,6 @@ functions, closed-form dual readout of slopes and curvature, and white-box infer
 
 from . import (
     blocks,
-    decision_sets,
     decisions,
     families,
     inference,
@@ -45,7 +44,6 @@ __all__ = [
     "QuadraticBlock",
     "NormBlock",
     "blocks",
-    "decision_sets",
     "decisions",
     "families",
     "inference",

@@ -212,7 +212,7 @@ def decide(
         model: a :class:`~socicnn.model.ContextualModel` (convex in ``x`` for every context).
         theta: contexts ``(N, p)`` (or ``(p,)`` for one).
         constraint: the feasible set: ``Box``, ``Simplex``, ``Budget``,
-            :class:`~socicnn.decision_sets.BudgetEquality`, or (``"socp"`` only) a callable
+            ``Budget(b, equality=True)``, or (``"socp"`` only) a callable
             returning CVXPY constraints.
         method: ``"auto"`` (certified batched minimiser) or ``"socp"`` (exact lifting).
         tol: relative gap bound at which a decision counts as converged (the ``"auto"`` method

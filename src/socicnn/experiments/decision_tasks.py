@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice
-from ..decision_sets import BudgetEquality
-from ..inference import Box, Constraint, Simplex
+from ..inference import Box, Budget, Constraint, Simplex
 
 __all__ = ["BASE_SEED", "CONTEXT_DIM", "TASKS", "DecisionTask", "Split", "make_split", "make_task"]
 
@@ -92,7 +91,7 @@ class DecisionTask:
             return Simplex(1.0)
         if self.feasible == "box":
             return Box(0.0, 1.0)
-        return BudgetEquality(self.budget)
+        return Budget(self.budget, equality=True)
 
     # ----------------------------------------------------------------- context -> data
     def context_data(self, theta) -> dict[str, torch.Tensor]:
