@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import socicnn as sc
 from socicnn.decisions import decide, violation
 from socicnn.experiments import decision_tasks as dt
 from socicnn.experiments import downstream as ds
@@ -53,7 +52,6 @@ def test_decide_names_bad_arguments():
         decide(pm, torch.zeros(1, P + 2, dtype=F64), Box(0, 1), method="socp")
 
 
-@pytest.mark.skipif(not hasattr(sc.inference, "minimize"), reason="needs socicnn.inference.minimize")
 @pytest.mark.parametrize("constraint", [Simplex(1.0), Box(0.0, 1.0), Budget(1.5, equality=True)], ids=type)
 def test_auto_and_socp_agree(constraint):
     pm = ParametricSOCICNN(D, P, (8, 6), (D,), (D, 3), context="picnn", dtype=F64, seed=6)

@@ -179,14 +179,8 @@ def _decide_socp(model, constraint: Constraint, tol: float, solver: str, **solve
 
 
 def _decide_auto(model, constraint: Constraint, tol: float, **options) -> DecisionResult:
-    minimize = getattr(inference, "minimize", None)
-    if minimize is None:
-        raise NotImplementedError(
-            "method='auto' needs socicnn.inference.minimize (the certified minimiser over a compact "
-            "set), which this installation does not have; use method='socp'"
-        )
     t0 = time.perf_counter()
-    res = minimize(model, constraint, tol=tol, **options)
+    res = inference.minimize(model, constraint, tol=tol, **options)
     elapsed = time.perf_counter() - t0
     n = res.x.shape[0]
     conv = torch.as_tensor(res.converged)

@@ -6,9 +6,9 @@ statistics; standardising ``y`` by a positive scale does not move a minimiser), 
 **every** test instance
 
 - exactly (:func:`socicnn.decisions.decide` with ``"socp"``: the lifted model plus the set, one
-  compiled conic problem) and, where the library has it, with the certified fast method
-  (``"auto"``) on the first ``fast_instances`` of the reference-protocol subset (it is slower than
-  the conic solver at these sizes, see ``benchmarks/bench_decisions.py``);
+  compiled conic problem) and with the certified fast method (``"auto"``) on the first
+  ``fast_instances`` of the reference-protocol subset (it is slower than the conic solver at
+  these sizes, see ``benchmarks/bench_decisions.py``);
 - with the reference's protocol (projected Adam on the model, 5 restarts from points uniform on
   the set, 200 steps, learning rate 2e-3, best iterate kept, no optimality check) on a subset of
   20 test instances,
@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import decisions, inference
+from .. import decisions
 from ..parametric import ParametricSOCICNN
 from ..profiles import pick
 from ..train import fit
@@ -284,8 +284,7 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
     steps_per_epoch = -(-len(t_tr) // cfg.batch_size)
     models = build_models(d, dt.CONTEXT_DIM, cfg.width[d], seed, cfg.models, dtype=torch.float32)
     params = parameter_table(models)
-    rows, checks = [], {"at_equals_forward": 0.0, "auto_socp_rel": np.nan}
-    has_auto = hasattr(inference, "minimize")
+    rows, checks = [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0}
     for key, model in models.items():
         torch.manual_seed(seed)
         res = fit(
@@ -310,16 +309,15 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
                    if not ok]
             raise RuntimeError(f"{task_name} d={d} {key}: exact decisions not certified (status, gap): {bad[:3]}")
         protocols = [("exact", exact.x, exact.time.numpy(), exact.gap_bound.numpy(), np.arange(cfg.n_test))]
-        if has_auto:
-            fast_idx = adam_idx[: cfg.fast_instances]
-            fast = decisions.decide(model, theta_std[fast_idx], C, method="auto")
-            if not bool(fast.converged.all()):
-                worst = float(fast.gap_bound.max())
-                raise RuntimeError(f"{task_name} d={d} {key}: the fast method did not certify ({worst:.2e})")
-            ref = exact.value[fast_idx]
-            rel = ((fast.value - ref).abs() / ref.abs().clamp(min=1.0)).max()
-            checks["auto_socp_rel"] = max(float(rel), np.nan_to_num(checks["auto_socp_rel"]))
-            protocols.append(("fast", fast.x, fast.time.numpy(), fast.gap_bound.numpy(), fast_idx))
+        fast_idx = adam_idx[: cfg.fast_instances]
+        fast = decisions.decide(model, theta_std[fast_idx], C, method="auto")
+        if not bool(fast.converged.all()):
+            worst = float(fast.gap_bound.max())
+            raise RuntimeError(f"{task_name} d={d} {key}: the fast method did not certify ({worst:.2e})")
+        ref = exact.value[fast_idx]
+        rel = ((fast.value - ref).abs() / ref.abs().clamp(min=1.0)).max()
+        checks["auto_socp_rel"] = max(float(rel), checks["auto_socp_rel"])
+        protocols.append(("fast", fast.x, fast.time.numpy(), fast.gap_bound.numpy(), fast_idx))
         t0 = time.perf_counter()
         x_adam = adam_decisions(model, theta_std[adam_idx], C, starts, cfg.adam_steps, cfg.adam_lr)
         t_adam = (time.perf_counter() - t0) / adam_n
@@ -328,10 +326,13 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
         protocols.append(("adam", x_adam, np.full(adam_n, t_adam), surrogate_excess, adam_idx))
         for name, x_hat, times, gaps, idx in protocols:
             sc = _scores(task, C, x_hat, test.theta[idx], test.x_star[idx], test.f_star[idx])
+            with torch.no_grad():
+                surrogate = model(x_hat, theta_std[idx]).numpy()
             for j, i in enumerate(idx):
                 rows.append(dict(base, protocol=name, instance=int(i), f_star=float(test.f_star[i]),
                                  regret=sc["regret"][j], rel_regret=sc["rel_regret"][j], x_err=sc["x_err"][j],
-                                 violation=sc["violation"][j], time=float(times[j]), surrogate_gap=float(gaps[j])))
+                                 violation=sc["violation"][j], time=float(times[j]),
+                                 surrogate=float(surrogate[j]), surrogate_gap=float(gaps[j])))
         if progress is not None:
             regret = np.mean([r["regret"] for r in rows if r["key"] == key and r["protocol"] == "exact"])
             progress(f"{task_name} d={d} seed={seed} {LABELS[key]}: rel L2 {rel_l2:.3g}, mean regret {regret:.3g}")
@@ -343,7 +344,7 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
 def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Every (task, d, seed) of ``cfg``: the per-instance table, the parameter table (per task and
     d, from the first seed) and the worst checks over cases."""
-    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": np.nan}
+    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0}
     for task in cfg.tasks:
         for d in cfg.dims:
             for k, seed in enumerate(cfg.seeds):
@@ -351,9 +352,8 @@ def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFra
                 tables.append(table)
                 if k == 0:
                     params.append(info["params"])
-                checks["at_equals_forward"] = max(checks["at_equals_forward"], info["at_equals_forward"])
-                if not np.isnan(info["auto_socp_rel"]):
-                    checks["auto_socp_rel"] = max(np.nan_to_num(checks["auto_socp_rel"]), info["auto_socp_rel"])
+                for name in ("at_equals_forward", "auto_socp_rel"):
+                    checks[name] = max(checks[name], info[name])
     return pd.concat(tables, ignore_index=True), pd.concat(params, ignore_index=True), checks
 
 
