@@ -4,6 +4,7 @@ and the six tasks of experiment H (deterministic templates, exact optima)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -113,3 +114,20 @@ def test_adam_protocol_stays_feasible_and_is_no_better_than_exact():
     exact = decide(pm, theta, C, method="socp")
     with torch.no_grad():
         assert float((pm(x, theta) - exact.value).min()) >= -1e-7
+
+
+def test_decision_quality_judges_the_exact_regrets():
+    from socicnn.experiments.claims import decision_quality
+
+    def table(soc_regrets):
+        rows = []
+        for case, soc in enumerate(soc_regrets):
+            for key, regret in (("soc", soc), ("relu", 1.0), ("norm", 2.0), ("soc_picnn", 0.1)):
+                for protocol in ("exact", "adam"):
+                    rows.append(dict(task=f"t{case}", dim=10, key=key, protocol=protocol, seed=0,
+                                     regret_mean=regret if protocol == "exact" else 0.0))
+        return pd.DataFrame(rows)
+
+    assert decision_quality(table([0.5, 1.05, 0.9])).outcome == "holds"
+    assert decision_quality(table([0.5, 2.0, 3.0])).outcome == "partial"
+    assert decision_quality(table([1.2, 2.0, 3.0])).outcome == "fails"
