@@ -287,7 +287,7 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
     steps_per_epoch = -(-len(t_tr) // cfg.batch_size)
     models = build_models(d, dt.CONTEXT_DIM, cfg.width[d], seed, cfg.models, dtype=torch.float32)
     params = parameter_table(models)
-    rows, checks = [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0}
+    rows, checks = [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0}
     for key, model in models.items():
         torch.manual_seed(seed)
         res = fit(
@@ -315,12 +315,12 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
         if key in cfg.fast_models:
             fast_idx = adam_idx[: cfg.fast_instances]
             fast = decisions.decide(model, theta_std[fast_idx], C, method="auto")
-            if not bool(fast.converged.all()):
-                worst = float(fast.gap_bound.max())
-                raise RuntimeError(f"{task_name} d={d} {key}: the fast method did not certify ({worst:.2e})")
-            ref = exact.value[fast_idx]
-            rel = ((fast.value - ref).abs() / ref.abs().clamp(min=1.0)).max()
-            checks["auto_socp_rel"] = max(float(rel), checks["auto_socp_rel"])
+            checks["fast_uncertified"] += int((~fast.converged).sum())
+            ok = fast.converged
+            if bool(ok.any()):
+                ref = exact.value[fast_idx][ok]
+                rel = ((fast.value[ok] - ref).abs() / ref.abs().clamp(min=1.0)).max()
+                checks["auto_socp_rel"] = max(float(rel), checks["auto_socp_rel"])
             protocols.append(("fast", fast.x, fast.time.numpy(), fast.gap_bound.numpy(), fast_idx))
         t0 = time.perf_counter()
         x_adam = adam_decisions(model, theta_std[adam_idx], C, starts, cfg.adam_steps, cfg.adam_lr)
@@ -347,8 +347,10 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
 
 def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Every (task, d, seed) of ``cfg``: the per-instance table, the parameter table (per task and
-    d, from the first seed) and the worst checks over cases."""
-    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0}
+    d, from the first seed) and the checks over all cases: the largest ``|pm.at(theta)(x) - pm(x,
+    theta)|``, the largest relative difference of certified fast and exact decision values, and the
+    number of fast decisions left uncertified (``minimize`` stopped at its iteration cap)."""
+    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0}
     for task in cfg.tasks:
         for d in cfg.dims:
             for k, seed in enumerate(cfg.seeds):
@@ -358,6 +360,7 @@ def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFra
                     params.append(info["params"])
                 for name in ("at_equals_forward", "auto_socp_rel"):
                     checks[name] = max(checks[name], info[name])
+                checks["fast_uncertified"] += info["fast_uncertified"]
     return pd.concat(tables, ignore_index=True), pd.concat(params, ignore_index=True), checks
 
 
