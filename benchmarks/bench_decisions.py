@@ -18,6 +18,7 @@ not on what it has learned.
 
     python benchmarks/bench_decisions.py            # d = 20 and 50, 200 contexts
     python benchmarks/bench_decisions.py --quick    # d = 20, 50 contexts
+    python benchmarks/bench_decisions.py --dims 50 --contexts 20 --repeat 1   # a cheaper d = 50 check
 """
 
 from __future__ import annotations
@@ -71,10 +72,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dims", type=int, nargs="+", default=[20, 50])
+    ap.add_argument("--contexts", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU")
-    sizes = [(20, 50)] if args.quick else [(20, 200), (50, 200)]
+    sizes = [(20, 50)] if args.quick else [(d, args.contexts) for d in args.dims]
     rows = [run(d, n, args.width, args.seed, args.repeat) for d, n in sizes]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(pd.DataFrame(rows).to_string(index=False))
