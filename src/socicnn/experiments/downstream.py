@@ -117,7 +117,7 @@ def config_for(profile: str) -> DownstreamConfig:
         ),
         book=DownstreamConfig(
             "book", (10,), ("budget_twocone_socp",), (2024, 2025, 2026), 200, 64, 40, 128,
-            {10: 24}, steps=300, batch_size=512, patience=5, fast_instances=1,
+            {10: 24}, steps=300, batch_size=512, patience=5, fast_instances=1, fast_models=("soc", "soc_picnn"),
         ),
         paper=DownstreamConfig(
             "paper", (10, 20, 50), tuple(dt.TASKS), (2024, 2025, 2026), 1000, 64, 200, 128,
