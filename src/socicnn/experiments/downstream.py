@@ -52,6 +52,7 @@ __all__ = [
     "config_for",
     "run",
     "summarize",
+    "summarize_per_seed",
     "verdict",
 ]
 
@@ -379,7 +380,11 @@ def per_seed(table: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd (ddof 1) over seeds of :func:`per_seed`, one row per (task, d, model, protocol)."""
-    ps = per_seed(table)
+    return summarize_per_seed(per_seed(table))
+
+
+def summarize_per_seed(ps: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize` from a :func:`per_seed` table (e.g. a stored one)."""
     keys = ["task", "dim", "model", "key", "protocol"]
     metrics = [c for c in ps.columns if c not in (*keys, "seed", "instances", "params")]
     g = ps.groupby(keys, sort=False)
