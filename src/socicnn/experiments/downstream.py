@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -449,9 +449,10 @@ def main(argv: list[str] | None = None) -> None:
     table, params, checks = run(cfg)
     wall = time.perf_counter() - t0
     out = args.out or stored_dir() / "downstream_decisions.csv"
-    save_table(per_seed(table), out, profile=args.profile, device="cpu", wall_time=wall,
-               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(replace(cfg)).items()},
-               checks={k: float(v) for k, v in checks.items()})
+    config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
+    config["width"] = {str(k): v for k, v in cfg.width.items()}
+    config["checks"] = {k: float(v) for k, v in checks.items()}
+    save_table(per_seed(table), out, profile=args.profile, device="cpu", wall_time=wall, **config)
     print(f"wrote {out} in {wall / 60:.1f} min")
 
 
