@@ -49,8 +49,6 @@ class ParametricSOCICNN(ContextualModel):
         context: ``"bias"`` or ``"picnn"``.
         context_hidden: width of the context trunk in ``"picnn"`` mode (``0``: the features are
             ``theta`` itself); must be 0 in ``"bias"`` mode.
-        fixed_block_maps: keep the quadratic blocks' ``B`` and the norm blocks' ``A`` at their
-            initial values (not trained; they are not counted by :meth:`num_parameters`).
         dtype, device, seed: as :class:`~socicnn.model.SOCICNN` (``seed`` also seeds the context maps).
 
     ``pm(x, theta)`` maps ``(N, d), (N, p) -> (N,)``; ``pm.at(theta)`` is a model of ``x``.
@@ -68,7 +66,6 @@ class ParametricSOCICNN(ContextualModel):
         *,
         context_hidden: int | None = None,
         passthrough: bool = True,
-        fixed_block_maps: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         seed: int | None = None,
@@ -86,11 +83,6 @@ class ParametricSOCICNN(ContextualModel):
         self.base = SOCICNN(
             in_dim, hidden, quad_dims, norm_dims, passthrough, activation, dtype=dtype, device=device, seed=seed
         )
-        if fixed_block_maps:
-            for blk in [*self.base.quad_blocks, *self.base.norm_blocks]:
-                for p in (getattr(blk, "B", None), getattr(blk, "A", None)):
-                    if p is not None:
-                        p.requires_grad_(False)
         self.context_dim = context_dim
         self.context = context
         self.context_hidden = context_hidden
@@ -150,7 +142,7 @@ class ParametricSOCICNN(ContextualModel):
         return out
 
     def num_parameters(self) -> int:
-        """Trainable scalars (the base model's and the context maps')."""
+        """Trainable scalars (the base model's and the context maps'; frozen weights excluded)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     @property
