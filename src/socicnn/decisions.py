@@ -100,7 +100,7 @@ class DecisionSOCP:
         constraint: the feasible set (a :class:`~socicnn.inference.Constraint` with a CVXPY form).
         solver: ``"auto"`` (MOSEK if licensed, else Clarabel) or a CVXPY solver name.
 
-    The model's weights are read once; its data (one row per context) are ``cp.Parameter``s.
+    The model's weights are read once; its data (one row per context) are ``cp.Parameter`` objects.
     """
 
     def __init__(self, model, constraint: Constraint, solver: str = "auto") -> None:

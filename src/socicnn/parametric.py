@@ -16,7 +16,7 @@ block data (see :mod:`socicnn.blocks`) are functions of the context. Two context
 Either way ``f(., theta)`` is an SOC-ICNN of ``x`` (nonnegative z-path weights and scalings,
 convex nondecreasing activations), so ``pm.at(theta)`` is an ordinary model that lifting,
 readout and inference accept unchanged: for a batch of contexts the data are per row, and the
-lifting's data are ``cp.Parameter``s (one compiled problem for every context).
+lifting's data are ``cp.Parameter`` objects (one compiled problem for every context).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ splits are drawn exactly as the reference data generator describes them, from th
 testing), so a split is a deterministic function of (task, d, split sizes).
 
 The true objective exists twice: in PyTorch (float64, to score decisions) and in CVXPY with the
-context's data as ``cp.Parameter``s (one compiled problem per task, to compute the exact optimum
+context's data as ``cp.Parameter`` objects (one compiled problem per task, to compute the exact optimum
 ``x*(theta)``, ``f*`` with Clarabel; the status is checked and ``f*`` is re-evaluated by the
 PyTorch objective at ``x*`` projected onto ``C``).
 """
