@@ -4,12 +4,27 @@ Models that are convex in their input by construction, their exact lifting to LP
 functions, closed-form dual readout of slopes and curvature, and white-box inference.
 """
 
-from . import blocks, families, inference, lifting, profiles, readout, results, solvers, subdifferential, targets, train
+from . import (
+    blocks,
+    decisions,
+    families,
+    inference,
+    lifting,
+    parametric,
+    profiles,
+    readout,
+    results,
+    solvers,
+    subdifferential,
+    targets,
+    train,
+)
 from .backbone import Backbone, ReLUBackbone, SoftplusBackbone
 from .blocks import ConvexBlock
 from .conv_model import ConvSOCICNN
 from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
 from .norm import NormBlock
+from .parametric import ParametricSOCICNN
 from .quadratic import QuadraticBlock
 from .weights import SOCICNNWeights
 
@@ -23,6 +38,7 @@ __all__ = [
     "BoundModel",
     "ContextualModel",
     "ConvSOCICNN",
+    "ParametricSOCICNN",
     "ConvexBlock",
     "Backbone",
     "ReLUBackbone",
@@ -30,9 +46,11 @@ __all__ = [
     "QuadraticBlock",
     "NormBlock",
     "blocks",
+    "decisions",
     "families",
     "inference",
     "lifting",
+    "parametric",
     "readout",
     "profiles",
     "results",

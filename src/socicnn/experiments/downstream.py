@@ -1,0 +1,460 @@
+"""Experiment H: learn ``f(x, theta)`` from sampled values, decide, score on the true objective.
+
+For each task of :mod:`.decision_tasks`, decision dimension ``d`` and seed: train every model of
+the comparison on the training candidates (``theta`` and ``y`` standardised with training
+statistics; standardising ``y`` by a positive scale does not move a minimiser), then decide on
+**every** test instance
+
+- exactly (:func:`socicnn.decisions.decide` with ``"socp"``: the lifted model plus the set, one
+  compiled conic problem) and with the certified fast method (``"auto"``) on the first
+  ``fast_instances`` of the reference-protocol subset (it is slower than the conic solver at
+  these sizes, see ``benchmarks/bench_decisions.py``);
+- with the reference's protocol (projected Adam on the model, 5 restarts from points uniform on
+  the set, 200 steps, learning rate 2e-3, best iterate kept, no optimality check) on a subset of
+  20 test instances,
+
+and score each decision ``x_hat`` on the true objective: regret ``f(theta, x_hat) - f*``, relative
+regret ``regret / |f*|``, ``||x_hat - x*||``, set violation, decision time; plus the fit quality
+(test relative L2 error on the test candidates, raw scale) and the certified surrogate gap.
+
+Models (all convex in ``x`` for every ``theta``): the five families in the reference's ``"bias"``
+context mode (SOC-ICNN at backbone depth 2; every other family at the smallest depth whose
+count reaches the SOC-ICNN's at the SOC width, then at the narrowest width at that depth that
+still reaches it), the SOC-ICNN in ``"picnn"`` mode (a context
+trunk of width ``p`` and the widest backbone whose count does not exceed the bias SOC-ICNN's; no
+trunk if none fits), and ``pcf``, the reference's parametric
+quadratic-plus-norms model written as a :class:`~socicnn.parametric.ParametricSOCICNN`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import decisions
+from ..parametric import ParametricSOCICNN
+from ..profiles import pick
+from ..train import fit
+from . import decision_tasks as dt
+
+__all__ = [
+    "MODELS",
+    "LABELS",
+    "DownstreamConfig",
+    "adam_decisions",
+    "build_models",
+    "config_for",
+    "run",
+    "summarize",
+    "summarize_per_seed",
+    "verdict",
+]
+
+MODELS = ("relu", "softplus", "quad", "norm", "soc", "soc_picnn", "pcf")
+LABELS = {
+    "relu": "ReLU-ICNN",
+    "softplus": "Softplus-ICNN",
+    "quad": "Quad-ICNN",
+    "norm": "Norm-ICNN",
+    "soc": "SOC-ICNN",
+    "soc_picnn": "SOC-ICNN (picnn)",
+    "pcf": "pcf",
+}
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    """Sizes of one run of experiment H."""
+
+    profile: str
+    dims: tuple[int, ...]
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_train: int
+    n_train_candidates: int
+    n_test: int
+    n_test_candidates: int
+    width: dict
+    steps: int
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 1e-6
+    patience: int | None = 5
+    models: tuple[str, ...] = MODELS
+    adam_instances: int = 20
+    adam_restarts: int = 5
+    adam_steps: int = 200
+    adam_lr: float = 2e-3
+    fast_instances: int = 20
+    fast_models: tuple[str, ...] = MODELS
+
+    def describe(self) -> str:
+        return (
+            f"{self.profile}: d in {list(self.dims)}, tasks {list(self.tasks)}, seeds {list(self.seeds)}, "
+            f"{self.n_train} x {self.n_train_candidates} training / {self.n_test} x {self.n_test_candidates} test "
+            f"(instances x candidates), widths {self.width}, at most {self.steps} Adam steps (batch "
+            f"{self.batch_size}, lr {self.lr}, patience {self.patience} epochs); reference protocol on "
+            f"{min(self.adam_instances, self.n_test)} instances, the certified fast method on "
+            f"{min(self.fast_instances, self.adam_instances, self.n_test)} of them"
+            + ("" if self.fast_models == self.models else f" for {', '.join(LABELS[k] for k in self.fast_models)}")
+        )
+
+
+def config_for(profile: str) -> DownstreamConfig:
+    """The sizes of each profile (``paper``: the reference's grid and training budget)."""
+    return pick(
+        profile,
+        smoke=DownstreamConfig(
+            "smoke", (5,), ("budget_huber",), (2024, 2025), 40, 16, 6, 16, {5: 8}, steps=20,
+            batch_size=256, patience=None, adam_instances=3, adam_restarts=2, adam_steps=10, fast_instances=1,
+            fast_models=("soc", "soc_picnn"),
+        ),
+        book=DownstreamConfig(
+            "book", (10,), ("budget_twocone_socp",), (2024, 2025, 2026), 200, 64, 40, 128,
+            {10: 24}, steps=300, batch_size=512, patience=5, fast_instances=1, fast_models=("soc", "soc_picnn"),
+        ),
+        paper=DownstreamConfig(
+            "paper", (10, 20, 50), tuple(dt.TASKS), (2024, 2025, 2026), 1000, 64, 200, 128,
+            {10: 128, 20: 128, 50: 256}, steps=120 * 57, patience=5,
+        ),
+    )
+
+
+# ----------------------------------------------------------------- models
+def _blocks(family: str, d: int) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    quad = (d,) if family in ("quad", "soc") else ()
+    norm = (d, d) if family in ("norm", "soc") else ()
+    return quad, norm, "softplus" if family == "softplus" else "relu"
+
+
+def _family_model(family: str, d: int, p: int, width: int, depth: int, seed: int, **kw) -> ParametricSOCICNN:
+    quad, norm, act = _blocks(family, d)
+    return ParametricSOCICNN(d, p, (width,) * depth, quad, norm, activation=act, seed=seed, **kw)
+
+
+def pcf_model(d: int, p: int, seed: int, norm_atoms: int = 2, atom_dim: int = 8, **kw) -> ParametricSOCICNN:
+    """The reference's ``pcf`` baseline in the library's terms: ``c(theta)^T x + b(theta) + (1/2)
+    sum_i q_i(theta) (x_i - m_i(theta))^2 + sum_j lam_j(theta) ||A_j x + t_j(theta)||`` with
+    ``q, lam >= 0``: ``d`` rank-one quadratic blocks whose rows are the fixed unit vectors (curvature
+    ``alpha_i(theta)``, offset ``-m_i(theta)``), ``norm_atoms`` norm blocks of ``atom_dim`` rows, the
+    linear term from a one-unit backbone, everything affine in ``theta`` (``"picnn"`` mode, no trunk)."""
+    model = ParametricSOCICNN(
+        d, p, (1,), (1,) * d, (atom_dim,) * norm_atoms, context="picnn", context_hidden=0, seed=seed, **kw
+    )
+    with torch.no_grad():
+        for i, blk in enumerate(model.base.quad_blocks):
+            blk.B.zero_()
+            blk.B[0, i] = 1.0
+            blk.B.requires_grad_(False)
+    return model
+
+
+def _picnn_within(d: int, p: int, width: int, depth: int, seed: int, budget: int, **kw) -> ParametricSOCICNN:
+    """The picnn SOC-ICNN with the most parameters not above ``budget``: a context trunk of width
+    ``p`` and the widest backbone (at most ``width``) that fits, else no trunk; width 1 without a
+    trunk when nothing fits."""
+    for trunk in (p, 0):
+        for w in range(width, 0, -1):
+            m = _family_model("soc", d, p, w, depth, seed, context="picnn", context_hidden=trunk, **kw)
+            if m.num_parameters() <= budget:
+                return m
+    return m
+
+
+def build_models(d: int, p: int, width: int, seed: int, models=MODELS, soc_depth: int = 2, **kw) -> dict:
+    """Parameter-matched models (see the module docstring), freshly initialised from ``seed``."""
+    soc = _family_model("soc", d, p, width, soc_depth, seed, **kw)
+    budget = soc.num_parameters()
+    out: dict[str, ParametricSOCICNN] = {}
+    for key in models:
+        if key == "soc":
+            out[key] = soc
+        elif key == "pcf":
+            out[key] = pcf_model(d, p, seed, **kw)
+        elif key == "soc_picnn":
+            out[key] = _picnn_within(d, p, width, soc_depth, seed, budget, **kw)
+        else:
+            depth = 1
+            while _family_model(key, d, p, width, depth, seed, **kw).num_parameters() < budget:
+                depth += 1
+            lo, hi = 1, width  # the narrowest width at that depth still reaching the budget
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _family_model(key, d, p, mid, depth, seed, **kw).num_parameters() >= budget:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            out[key] = _family_model(key, d, p, lo, depth, seed, **kw)
+    return out
+
+
+def parameter_table(models: dict) -> pd.DataFrame:
+    """Per model: hidden widths, blocks, context mode and trainable parameters (ratio to SOC-ICNN)."""
+    soc = models["soc"].num_parameters() if "soc" in models else np.nan
+    rows = [
+        dict(model=LABELS[k], hidden=m.base.hidden, quad_blocks=len(m.base.quad_dims),
+             norm_blocks=len(m.base.norm_dims), context=m.context, params=m.num_parameters(),
+             ratio_to_soc=m.num_parameters() / soc)
+        for k, m in models.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+class _Joint(nn.Module):
+    """``(N, d + p) -> (N,)``: a contextual model as a regression model of ``[x, theta]``."""
+
+    def __init__(self, model: ParametricSOCICNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d = self.model.in_dim
+        return self.model(z[:, :d], z[:, d:])
+
+
+# ----------------------------------------------------------------- the reference's decision protocol
+def adam_decisions(model, theta: torch.Tensor, constraint, starts: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """Projected Adam on ``model(., theta_i)`` from ``starts`` ``(N, R, d)``, the best iterate (by
+    model value) over restarts and steps kept; batched over instances and restarts."""
+    n, r, d = starts.shape
+    th = theta.repeat_interleave(r, dim=0)
+    x = starts.reshape(n * r, d).clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    best_val = torch.full((n,), float("inf"), dtype=starts.dtype)
+    best_x = starts[:, 0].clone()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x, th).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            x.copy_(constraint.project(x))
+            val = model(x, th).reshape(n, r)
+            v, j = val.min(dim=1)
+            better = v < best_val
+            best_val = torch.where(better, v, best_val)
+            best_x[better] = x.reshape(n, r, d)[better, j[better]]
+    return best_x.detach()
+
+
+# ----------------------------------------------------------------- one (task, d, seed)
+def _scores(task, constraint, x_hat: torch.Tensor, theta_raw: np.ndarray, x_star, f_star) -> dict:
+    f_hat = task.objective(x_hat, theta_raw).numpy()
+    regret = f_hat - f_star
+    return dict(
+        regret=regret,
+        rel_regret=regret / (np.abs(f_star) + 1e-8),
+        x_err=np.linalg.norm(x_hat.numpy() - x_star, axis=1),
+        violation=decisions.violation(constraint, x_hat).numpy(),
+    )
+
+
+def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=None) -> tuple[pd.DataFrame, dict]:
+    """Train every model on one (task, d, seed) and score its decisions; one row per (model,
+    instance, protocol) and the case's parameter table and checks."""
+    task = dt.make_task(task_name, d)
+    C = task.constraint()
+    train = dt.make_split(task, "train", cfg.n_train, cfg.n_train_candidates)
+    test = dt.make_split(task, "test", cfg.n_test, cfg.n_test_candidates)
+    # 10 % of the training *instances* held out for validation (a different split per seed).
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(cfg.n_train)
+    n_val = max(1, cfg.n_train // 10)
+    val_idx, tr_idx = order[:n_val], order[n_val:]
+    x_tr, th_tr, y_tr = dt.Split(train.theta[tr_idx], train.cand_x[tr_idx], train.cand_y[tr_idx]).flat()
+    x_va, th_va, y_va = dt.Split(train.theta[val_idx], train.cand_x[val_idx], train.cand_y[val_idx]).flat()
+    th_mu, th_sd = th_tr.mean(0), th_tr.std(0) + 1e-8
+    y_mu, y_sd = y_tr.mean(), y_tr.std() + 1e-8
+
+    def joint(x, th):
+        return torch.as_tensor(np.concatenate([x, (th - th_mu) / th_sd], axis=1), dtype=torch.float32)
+
+    Z_tr, Z_va = joint(x_tr, th_tr), joint(x_va, th_va)
+    t_tr = torch.as_tensor((y_tr - y_mu) / y_sd, dtype=torch.float32)
+    t_va = torch.as_tensor((y_va - y_mu) / y_sd, dtype=torch.float32)
+    x_te, th_te, y_te = test.flat()
+    theta_std = torch.as_tensor((test.theta - th_mu) / th_sd, dtype=F64)
+    adam_n = min(cfg.adam_instances, cfg.n_test)
+    adam_idx = np.sort(rng.choice(cfg.n_test, size=adam_n, replace=False))
+    starts = torch.as_tensor(
+        np.stack([task.sample_candidates(rng, cfg.adam_restarts) for _ in range(adam_n)]), dtype=F64
+    )
+    steps_per_epoch = -(-len(t_tr) // cfg.batch_size)
+    models = build_models(d, dt.CONTEXT_DIM, cfg.width[d], seed, cfg.models, dtype=torch.float32)
+    params = parameter_table(models)
+    rows, checks = [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0}
+    for key, model in models.items():
+        torch.manual_seed(seed)
+        res = fit(
+            _Joint(model), Z_tr, t_tr, Z_va, t_va, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+            weight_decay=cfg.weight_decay, patience=cfg.patience, eval_every=steps_per_epoch, device="cpu",
+            seed=seed, progress=False,
+        )
+        model = res.model.model.to(F64)
+        with torch.no_grad():
+            pred = model(torch.as_tensor(x_te, dtype=F64), torch.as_tensor((th_te - th_mu) / th_sd, dtype=F64))
+            pred = pred.numpy() * y_sd + y_mu
+            # pm.at(theta) is the model of x: equal to pm(., theta) on the decisions' contexts.
+            xs = torch.as_tensor(test.cand_x[:, 0], dtype=F64)
+            gap = (model.at(theta_std)(xs) - model(xs, theta_std)).abs().max()
+            checks["at_equals_forward"] = max(checks["at_equals_forward"], float(gap))
+        rel_l2 = float(np.linalg.norm(y_te - pred) / np.linalg.norm(y_te))
+        base = dict(task=task_name, dim=d, seed=seed, model=LABELS[key], key=key, params=model.num_parameters(),
+                    rel_l2=rel_l2, train_time=res.train_time, best_step=res.best_step, steps=res.steps)
+        exact = decisions.decide(model, theta_std, C, method="socp")
+        if not bool(exact.converged.all()):
+            bad = [(s, float(g)) for s, g, ok in zip(exact.status, exact.gap_bound, exact.converged, strict=True)
+                   if not ok]
+            raise RuntimeError(f"{task_name} d={d} {key}: exact decisions not certified (status, gap): {bad[:3]}")
+        protocols = [("exact", exact.x, exact.time.numpy(), exact.gap_bound.numpy(), np.arange(cfg.n_test))]
+        if key in cfg.fast_models:
+            fast_idx = adam_idx[: cfg.fast_instances]
+            fast = decisions.decide(model, theta_std[fast_idx], C, method="auto")
+            checks["fast_uncertified"] += int((~fast.converged).sum())
+            ok = fast.converged
+            if bool(ok.any()):
+                ref = exact.value[fast_idx][ok]
+                rel = ((fast.value[ok] - ref).abs() / ref.abs().clamp(min=1.0)).max()
+                checks["auto_socp_rel"] = max(float(rel), checks["auto_socp_rel"])
+            protocols.append(("fast", fast.x, fast.time.numpy(), fast.gap_bound.numpy(), fast_idx))
+        t0 = time.perf_counter()
+        x_adam = adam_decisions(model, theta_std[adam_idx], C, starts, cfg.adam_steps, cfg.adam_lr)
+        t_adam = (time.perf_counter() - t0) / adam_n
+        with torch.no_grad():
+            surrogate_excess = (model(x_adam, theta_std[adam_idx]) - exact.value[adam_idx]).numpy()
+        protocols.append(("adam", x_adam, np.full(adam_n, t_adam), surrogate_excess, adam_idx))
+        for name, x_hat, times, gaps, idx in protocols:
+            sc = _scores(task, C, x_hat, test.theta[idx], test.x_star[idx], test.f_star[idx])
+            with torch.no_grad():
+                surrogate = model(x_hat, theta_std[idx]).numpy()
+            for j, i in enumerate(idx):
+                rows.append(dict(base, protocol=name, instance=int(i), f_star=float(test.f_star[i]),
+                                 regret=sc["regret"][j], rel_regret=sc["rel_regret"][j], x_err=sc["x_err"][j],
+                                 violation=sc["violation"][j], time=float(times[j]),
+                                 surrogate=float(surrogate[j]), surrogate_gap=float(gaps[j])))
+        if progress is not None:
+            regret = np.mean([r["regret"] for r in rows if r["key"] == key and r["protocol"] == "exact"])
+            progress(f"{task_name} d={d} seed={seed} {LABELS[key]}: rel L2 {rel_l2:.3g}, mean regret {regret:.3g}")
+    params.insert(0, "dim", d)
+    params.insert(0, "task", task_name)
+    return pd.DataFrame(rows), {"params": params, **checks}
+
+
+def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Every (task, d, seed) of ``cfg``: the per-instance table, the parameter table (per task and
+    d, from the first seed) and the checks over all cases: the largest ``|pm.at(theta)(x) - pm(x,
+    theta)|``, the largest relative difference of certified fast and exact decision values, and the
+    number of fast decisions left uncertified (``minimize`` stopped at its iteration cap)."""
+    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0}
+    for task in cfg.tasks:
+        for d in cfg.dims:
+            for k, seed in enumerate(cfg.seeds):
+                table, info = run_case(cfg, task, d, seed, progress)
+                tables.append(table)
+                if k == 0:
+                    params.append(info["params"])
+                for name in ("at_equals_forward", "auto_socp_rel"):
+                    checks[name] = max(checks[name], info[name])
+                checks["fast_uncertified"] += info["fast_uncertified"]
+    return pd.concat(tables, ignore_index=True), pd.concat(params, ignore_index=True), checks
+
+
+# ----------------------------------------------------------------- summaries
+def per_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, d, model, protocol, seed): metrics over the instances decided."""
+    keys = ["task", "dim", "model", "key", "protocol", "seed"]
+    return table.groupby(keys, sort=False).agg(
+        instances=("instance", "nunique"), params=("params", "first"), rel_l2=("rel_l2", "first"),
+        regret_mean=("regret", "mean"), regret_median=("regret", "median"), regret_max=("regret", "max"),
+        rel_regret_mean=("rel_regret", "mean"), rel_regret_median=("rel_regret", "median"),
+        rel_regret_max=("rel_regret", "max"), x_err=("x_err", "mean"), violation_max=("violation", "max"),
+        time=("time", "mean"), surrogate_gap_max=("surrogate_gap", "max"),
+    ).reset_index()
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd (ddof 1) over seeds of :func:`per_seed`, one row per (task, d, model, protocol)."""
+    return summarize_per_seed(per_seed(table))
+
+
+def summarize_per_seed(ps: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize` from a :func:`per_seed` table (e.g. a stored one)."""
+    keys = ["task", "dim", "model", "key", "protocol"]
+    metrics = [c for c in ps.columns if c not in (*keys, "seed", "instances", "params")]
+    g = ps.groupby(keys, sort=False)
+    out = g.agg(seeds=("seed", "nunique"), instances=("instances", "first"), params=("params", "first"))
+    for m in metrics:
+        out[f"{m}_mean"] = g[m].mean()
+        out[f"{m}_sd"] = g[m].std()
+    return out.reset_index()
+
+
+def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.DataFrame:
+    """``metric`` as ``"mean ± sd"`` over seeds: rows (task, d), columns the models."""
+    sub = summary[summary["protocol"] == protocol].copy()
+    sub["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in zip(sub[f"{metric}_mean"], sub[f"{metric}_sd"], strict=True)]
+    out = sub.pivot(index=["task", "dim"], columns="model", values="cell")
+    return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
+
+
+def verdict(summary: pd.DataFrame) -> list[str]:
+    """Sentences computed from the exact decisions of a :func:`summarize` table: per (task, d) the
+    model with the lowest mean regret, the SOC-ICNN's, the best other family's and the picnn
+    variant's; then paper A's claim judged by :func:`~socicnn.experiments.claims.decision_quality`
+    and whether the picnn mode improves on the bias mode."""
+    from .claims import decision_quality
+
+    ex = summary[summary["protocol"] == "exact"]
+    out = []
+    picnn_better = 0
+    cases = list(ex.groupby(["task", "dim"], sort=False))
+    for (task, d), g in cases:
+        g = g.set_index("key")["regret_mean_mean"]
+        best = g.idxmin()
+        others = g.drop(index=[k for k in ("soc", "soc_picnn") if k in g.index])
+        best_other = others.idxmin()
+        line = (f"{task}, d = {d}: lowest mean regret {LABELS[best]} ({g[best]:.3g}); SOC-ICNN {g['soc']:.3g}; "
+                f"best other model {LABELS[best_other]} ({others[best_other]:.3g})")
+        if "soc_picnn" in g.index:
+            line += f"; SOC-ICNN (picnn) {g['soc_picnn']:.3g}"
+            picnn_better += bool(g["soc_picnn"] < g["soc"])
+        out.append(line + ".")
+    ev = decision_quality(ex.rename(columns={"regret_mean_mean": "regret_mean"}))
+    word = {"holds": "holds", "partial": "holds only in part", "fails": "does not hold"}[ev.outcome]
+    out.append(f"Paper A's claim of competitive decisions (SOC-ICNN's mean regret within 1.1x of the best "
+               f"other family's in at least 2/3 of the cases) {word} at this profile: {ev.measured}.")
+    if "soc_picnn" in set(ex["key"]):
+        out.append(f"Letting the curvature and cone weights depend on the context (picnn mode, no more parameters) "
+                   f"lowers the SOC-ICNN's mean regret in {picnn_better} of {len(cases)} cases.")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a profile and store its per-seed table with provenance (``python -m ...downstream paper``)."""
+    from ..results import save_table, stored_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("profile", choices=("smoke", "book", "paper"))
+    ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = config_for(args.profile)
+    t0 = time.perf_counter()
+    table, params, checks = run(cfg)
+    wall = time.perf_counter() - t0
+    out = args.out or stored_dir() / "downstream_decisions.csv"
+    config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
+    config["width"] = {str(k): v for k, v in cfg.width.items()}
+    config["checks"] = {k: float(v) for k, v in checks.items()}
+    save_table(per_seed(table), out, profile=args.profile, device="cpu", wall_time=wall, **config)
+    print(f"wrote {out} in {wall / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

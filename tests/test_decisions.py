@@ -1,0 +1,133 @@
+"""Downstream decisions: the exact one-problem decision SOCP, the certified fast method beside it,
+and the six tasks of experiment H (deterministic templates, exact optima)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from socicnn.decisions import decide, violation
+from socicnn.experiments import decision_tasks as dt
+from socicnn.experiments import downstream as ds
+from socicnn.inference import Box, Budget, Simplex
+from socicnn.parametric import ParametricSOCICNN
+
+F64 = torch.float64
+D, P = 5, 3
+
+
+@pytest.mark.parametrize("mode", ["bias", "picnn"])
+@pytest.mark.parametrize("constraint", [Simplex(1.0), Box(0.0, 1.0), Budget(1.5, equality=True)], ids=type)
+def test_socp_decisions_are_feasible_and_beat_every_sampled_point(mode, constraint):
+    pm = ParametricSOCICNN(D, P, (8, 6), (D,), (D, 3), context=mode, dtype=F64, seed=3)
+    theta = torch.randn(6, P, generator=torch.Generator().manual_seed(4), dtype=F64)
+    res = decide(pm, theta, constraint, method="socp")
+    assert res.status == ["optimal"] * 6 and bool(res.converged.all())
+    assert float(violation(constraint, res.x).max()) <= 1e-8
+    assert float(res.infeasibility.max()) <= 1e-6 and float(res.gap_bound.max()) <= 1e-6
+    g = torch.Generator().manual_seed(5)
+    cand = constraint.project(2 * torch.rand(6 * 500, D, generator=g, dtype=F64) - 0.5).reshape(6, 500, D)
+    with torch.no_grad():
+        torch.testing.assert_close(res.value, pm(res.x, theta), rtol=0, atol=1e-12)
+        best = torch.stack([pm(cand[i], theta[i].expand(500, -1)).min() for i in range(6)])
+    assert float((res.value - best).max()) <= 1e-6  # no sampled feasible point is better
+
+
+def test_socp_reports_an_infeasible_set_per_instance():
+    pm = ParametricSOCICNN(D, P, (4,), (D,), context="bias", dtype=F64, seed=0)
+    theta = torch.zeros(2, P, dtype=F64)
+    res = decide(pm, theta, lambda x: [x >= 2, x <= 1], method="socp")
+    assert all(s.startswith("infeasible") for s in res.status) and not bool(res.converged.any())
+    assert bool(torch.isnan(res.x).all())
+
+
+def test_decide_names_bad_arguments():
+    pm = ParametricSOCICNN(D, P, (4,), dtype=F64, seed=0)
+    with pytest.raises(ValueError, match="unknown method 'adam'"):
+        decide(pm, torch.zeros(1, P, dtype=F64), Box(0, 1), method="adam")
+    with pytest.raises(TypeError, match="ContextualModel"):
+        decide(pm.base, torch.zeros(1, P, dtype=F64), Box(0, 1), method="socp")
+    with pytest.raises(ValueError, match="theta"):
+        decide(pm, torch.zeros(1, P + 2, dtype=F64), Box(0, 1), method="socp")
+
+
+@pytest.mark.parametrize("constraint", [Simplex(1.0), Box(0.0, 1.0), Budget(1.5, equality=True)], ids=type)
+def test_auto_and_socp_agree(constraint):
+    pm = ParametricSOCICNN(D, P, (8, 6), (D,), (D, 3), context="picnn", dtype=F64, seed=6)
+    theta = torch.randn(8, P, generator=torch.Generator().manual_seed(7), dtype=F64)
+    fast, exact = decide(pm, theta, constraint, method="auto"), decide(pm, theta, constraint, method="socp")
+    assert bool(fast.converged.all()) and float(violation(constraint, fast.x).max()) <= 1e-8
+    assert float(((fast.value - exact.value).abs() / exact.value.abs().clamp(min=1)).max()) <= 1e-6
+    assert float((fast.gap_bound / fast.value.abs().clamp(min=1)).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("name", list(dt.TASKS))
+def test_tasks_are_deterministic_and_their_optimum_is_exact(name):
+    task = dt.make_task(name, 6)
+    again = dt._make_task.__wrapped__(name, 6, dt.CONTEXT_DIM, dt.BASE_SEED)  # a fresh draw
+    for k, v in task.tpl.items():
+        np.testing.assert_array_equal(v, again.tpl[k])
+    split = dt.make_split(task, "test", 5, 64)
+    C = task.constraint()
+    x_star = torch.as_tensor(split.x_star)
+    assert float(violation(C, x_star).max()) <= 1e-12
+    np.testing.assert_allclose(task.objective(x_star, split.theta).numpy(), split.f_star, rtol=0, atol=1e-12)
+    # The exact optimum is below every candidate, and a perturbed feasible point is not better.
+    assert float((split.cand_y.min(1) - split.f_star).min()) >= -1e-7
+    near = C.project(x_star + 1e-3 * torch.randn(5, 6, generator=torch.Generator().manual_seed(0), dtype=F64))
+    assert float((task.objective(near, split.theta).numpy() - split.f_star).min()) >= -1e-7
+    cand = torch.as_tensor(split.cand_x.reshape(-1, 6))
+    assert float(violation(C, cand).max()) <= 1e-12
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        dt.make_task("nope", 6)
+
+
+def test_models_of_the_comparison_are_parameter_matched():
+    models = ds.build_models(10, dt.CONTEXT_DIM, 24, seed=0)
+    table = ds.parameter_table(models)
+    soc = models["soc"].num_parameters()
+    for key in ("relu", "softplus", "quad", "norm"):
+        m = models[key]
+        depth, width = len(m.base.hidden), m.base.hidden[0]
+        assert m.num_parameters() >= soc  # the smallest depth reaching SOC's count, then the narrowest width
+        assert depth == 1 or ds._family_model(key, 10, dt.CONTEXT_DIM, 24, depth - 1, 0).num_parameters() < soc
+        assert ds._family_model(key, 10, dt.CONTEXT_DIM, width - 1, depth, 0).num_parameters() < soc
+    assert models["soc_picnn"].num_parameters() <= soc and models["soc_picnn"].context == "picnn"
+    assert list(table["params"]) == [m.num_parameters() for m in models.values()]
+    # pcf: rank-one curvature blocks along the coordinates (fixed), theta-dependent weights.
+    pcf = models["pcf"]
+    assert all(not blk.B.requires_grad for blk in pcf.base.quad_blocks)
+    theta = torch.randn(3, dt.CONTEXT_DIM)
+    alphas = torch.stack([dct["alpha"] for dct in pcf.block_data(theta)[1 : 1 + 10]], 1)
+    assert alphas.shape == (3, 10) and float(alphas.min()) >= 0
+
+
+def test_adam_protocol_stays_feasible_and_is_no_better_than_exact():
+    pm = ParametricSOCICNN(D, P, (8, 6), (D,), (D, 3), context="bias", dtype=F64, seed=1)
+    theta = torch.randn(4, P, generator=torch.Generator().manual_seed(2), dtype=F64)
+    C = Budget(2.0, equality=True)
+    starts = C.project(torch.rand(4, 3, D, generator=torch.Generator().manual_seed(3), dtype=F64).reshape(-1, D))
+    x = ds.adam_decisions(pm, theta, C, starts.reshape(4, 3, D), steps=20, lr=2e-3)
+    assert float(violation(C, x).max()) <= 1e-12
+    exact = decide(pm, theta, C, method="socp")
+    with torch.no_grad():
+        assert float((pm(x, theta) - exact.value).min()) >= -1e-7
+
+
+def test_decision_quality_judges_the_exact_regrets():
+    from socicnn.experiments.claims import decision_quality
+
+    def table(soc_regrets):
+        rows = []
+        for case, soc in enumerate(soc_regrets):
+            for key, regret in (("soc", soc), ("relu", 1.0), ("norm", 2.0), ("soc_picnn", 0.1)):
+                for protocol in ("exact", "adam"):
+                    rows.append(dict(task=f"t{case}", dim=10, key=key, protocol=protocol, seed=0,
+                                     regret_mean=regret if protocol == "exact" else 0.0))
+        return pd.DataFrame(rows)
+
+    assert decision_quality(table([0.5, 1.05, 0.9])).outcome == "holds"
+    assert decision_quality(table([0.5, 2.0, 3.0])).outcome == "partial"
+    assert decision_quality(table([1.2, 2.0, 3.0])).outcome == "fails"
