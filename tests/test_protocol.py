@@ -293,3 +293,16 @@ def test_a_readout_is_a_snapshot():
     opt.step()
     with pytest.raises(RuntimeError, match="weights changed since this readout"):
         _ = later.value
+
+
+def test_lifting_accepts_context_data_built_under_autograd():
+    # Per-row data computed from a context with autograd on are non-leaf tensors; the lifting's
+    # float64 copy of the model must not try to deep-copy their graph.
+    pm = AffineContext()
+    theta = torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(8))
+    x = torch.randn(3, D, dtype=F64, generator=torch.Generator().manual_seed(9))
+    batch = pm.at(theta)
+    assert any(t.requires_grad for b in batch.blocks() for t in (b._bound or {}).values())
+    problem = sc.lifting.LiftedProblem(batch, solver="clarabel")
+    value = float(pm(x, theta)[2].detach())
+    assert abs(problem.solve(x[2], row=2).value - value) <= 1e-6 * max(1.0, abs(value))

@@ -106,6 +106,13 @@ class BlockData:
                 param.value = arr
 
 
+def _detached_copy(model):
+    """A deep copy of ``model`` whose bound data are detached (per-row data computed from a
+    context under autograd are non-leaf tensors, which ``copy.deepcopy`` refuses)."""
+    memo = {id(t): t.detach().clone() for b in model.blocks() for t in (b._bound or {}).values()}
+    return copy.deepcopy(model, memo)
+
+
 def _lift_blocks(model, x, data: BlockData) -> list[BlockLift]:
     return [block.lift(x, params) for block, params in zip(model.blocks(), data.params, strict=True)]
 
@@ -171,7 +178,7 @@ class LiftedProblem:
         self.data = BlockData(model)
         self._lifts = _lift_blocks(model, x_var, self.data)
         # Dual checks run in float64 on the CPU, on a copy: never mutate the caller's model.
-        self._model64 = copy.deepcopy(model).to("cpu", torch.float64)
+        self._model64 = _detached_copy(model).to("cpu", torch.float64)
         expr = sum(lift.objective for lift in self._lifts)
         constraints = [x_var == self.x] + [con for lift in self._lifts for con in lift.constraints]
         self.problem = SolverBoundProblem(cp.Minimize(expr), constraints, self.solver)
