@@ -124,3 +124,16 @@ def test_minimize_rejects_bad_arguments():
         minimize(model, Box(0, 1), tol=0.0)
     with pytest.raises(ValueError, match="budget <= d"):
         minimize(model, Budget(D + 1.0, equality=True))
+
+
+def test_a_degenerate_vertex_is_certified():
+    # A strong linear term puts the minimum over {0 <= x <= 1, sum x = 2} on a vertex, with more
+    # active rows (d bounds + the sum) than coordinates: the least-squares row multipliers are not
+    # unique and clipping them loses the certificate; the support function alone does not.
+    base = sc.ReLUICNN(D, (4,), dtype=F64, seed=0)
+    g = torch.tensor([3.0, -7.0, 1.0, -2.0, 5.0, 0.5], dtype=F64)
+    model = base.bind([{"v": g}] + [{} for _ in list(base.blocks())[1:]])
+    cons = Budget(2.0, equality=True)
+    res = minimize(model, cons, torch.full((D,), 1 / 3, dtype=F64))
+    assert bool(res.converged) and float(res.gap_bound) <= 1e-12 * max(1.0, abs(float(res.value)))
+    assert float(res.value) - exact_minimum(model, cons) <= 1e-7

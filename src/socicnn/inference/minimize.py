@@ -70,16 +70,22 @@ class MinimizeResult:
 @torch.no_grad()
 def certified_lower_bound(model, x: torch.Tensor, constraint: Constraint, tie_tol: float) -> torch.Tensor:
     """A certified lower bound ``(N,)`` on ``min_{z in C} f_i(z)`` from a feasible ``x`` ``(N, d)``:
-    ``f(x) - eps - s^T x + min_C s^T z`` (module docstring), with ties at ``tie_tol`` and at
-    ``1e3 tie_tol`` (both valid), the larger bound kept."""
-    rows, eq = _rows_and_eq(constraint, x.shape[-1], x.dtype, x.device)
+    ``f(x) - eps - s^T x + min_C s^T z`` (module docstring). Every variant below is valid; the
+    largest bound is kept: ties at ``tie_tol`` and at ``1e3 tie_tol``, and the multipliers of the
+    kinks fitted with the set's active rows or without them (the support function then accounts
+    for the set alone: at a degenerate vertex, with more active rows than coordinates, the
+    least-squares row multipliers may need clipping that the support function does not)."""
+    d = x.shape[-1]
+    rows, eq = _rows_and_eq(constraint, d, x.dtype, x.device)
+    no_eq = torch.zeros(0, dtype=torch.bool, device=x.device)
     index = torch.arange(x.shape[0], device=x.device)
     value = model.select(index)(x)
     best = torch.full_like(value, -math.inf)
     for tol in (tie_tol, 1e3 * tie_tol):
-        s, eps = _certificate(_Point(model, index, x, x, 0.0, rows, tol, curvature=False), tol, eq)
-        bound = value - eps - (s * x).sum(-1) + constraint.support(s)
-        best = torch.maximum(best, torch.nan_to_num(bound, nan=-math.inf))
+        for r, e in ((rows, eq), (None, no_eq)):
+            s, eps = _certificate(_Point(model, index, x, x, 0.0, r, tol, curvature=False), tol, e)
+            bound = value - eps - (s * x).sum(-1) + constraint.support(s)
+            best = torch.maximum(best, torch.nan_to_num(bound, nan=-math.inf))
     return best
 
 
