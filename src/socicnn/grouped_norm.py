@@ -190,7 +190,9 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         sd = self._cones(seeds)
         seed_norm = torch.linalg.vector_norm(sd, dim=-1)
         if clip is not None:
-            shrink = torch.where(self._on(clip.to(seeds.dtype)) & (seed_norm > lam), lam / seed_norm.clamp(min=1e-300), 1.0)
+            shrink = torch.where(
+                self._on(clip.to(seeds.dtype)) & (seed_norm > lam), lam / seed_norm.clamp(min=1e-300), 1.0
+            )
             sd = sd * shrink[..., None]
         r = torch.where(on[..., None], sd, self._cones(st.r)).reshape(n, -1)
         excess = torch.where(on, (seed_norm - lam).clamp(min=0.0) / (1 + lam), 0.0)

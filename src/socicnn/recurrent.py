@@ -66,7 +66,9 @@ class _TiedRecurrence:
         self.W_u = randn(width, features, scale=0.7 * (2.0 / (width + features)) ** 0.5)
         # Row sums of U_z near 0.8: the recurrence neither dies out nor blows up over T steps.
         self.U_raw_z = nn.Parameter(
-            ((0.8 / width) * (1 + 0.15 * torch.randn(width, width, generator=generator, dtype=torch.float64)).abs()).to(**kw)
+            ((0.8 / width) * (1 + 0.15 * torch.randn(width, width, generator=generator, dtype=torch.float64)).abs()).to(
+                **kw
+            )
         )
         self.bias = nn.Parameter(torch.zeros(width, **kw))
         self.c_raw = nn.Parameter(torch.full((width,), 0.127 / width, **kw))
@@ -234,14 +236,16 @@ class RecurrentSOCICNN(ContextualModel):
         """``(N, T, k)`` -> ``(N, T k)`` and ``(T, k)`` -> ``(T k,)``; anything else as given."""
         if isinstance(t, torch.Tensor) and t.ndim == 3 and tuple(t.shape[1:]) == (self.steps, per_step):
             return t.reshape(t.shape[0], -1)
-        if isinstance(t, torch.Tensor) and tuple(t.shape) == (self.steps, per_step) and per_step != self.steps * per_step:
+        if isinstance(t, torch.Tensor) and tuple(t.shape) == (self.steps, per_step):
             return t.reshape(-1)
         if isinstance(t, torch.Tensor) and t.ndim == 3:
             raise ValueError(f"{name} must have shape (N, {self.steps}, {per_step}), got {tuple(t.shape)}")
         return t
 
     def check_context(self, context, name: str = "context") -> tuple[torch.Tensor, bool]:
-        return as_input(name, self._flat(context, self.context_features, name), self.context_dim, self.base.dtype, self.base.device)
+        return as_input(
+            name, self._flat(context, self.context_features, name), self.context_dim, self.base.dtype, self.base.device
+        )
 
     def block_data(self, context: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         n, T = context.shape[0], self.steps
