@@ -146,7 +146,8 @@ class ExactBoxSolve:
         accepted = {cp.OPTIMAL} | ({cp.OPTIMAL_INACCURATE} if accept_inaccurate else set())
         if self.problem.status not in accepted:
             raise lifting.LiftingError(
-                f"{self.solver} returned status {self.problem.status!r} on the box problem (row {row}); expected 'optimal'"
+                f"{self.solver} returned status {self.problem.status!r} on the box problem (row {row}); "
+                "expected 'optimal'"
             )
         stats = self.problem.solver_stats
         solver_time = float(stats.solve_time) if stats is not None and stats.solve_time is not None else float("nan")
@@ -158,7 +159,10 @@ class ExactBoxSolve:
         """Solve every row (``rows``: how many; default the model's rows, or 1 without per-row data)."""
         n = rows if rows is not None else (self.model.rows or 1)
         per_row = self.model.rows is not None
-        out = [self.solve_row(i if per_row else None, accept_inaccurate=accept_inaccurate, **solver_options) for i in range(n)]
+        out = [
+            self.solve_row(i if per_row else None, accept_inaccurate=accept_inaccurate, **solver_options)
+            for i in range(n)
+        ]
         kw = {"dtype": self.model.dtype, "device": self.model.device}
         mults = [_stack([o[5][b] for o in out], kw) for b in range(len(self.lifts))]
         return BoxSolution(

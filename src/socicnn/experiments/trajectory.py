@@ -39,6 +39,7 @@ __all__ = [
     "reference_protocol",
     "reference_sequences",
     "run_seed",
+    "seeds",
     "summarise",
     "true_energy",
 ]
@@ -81,15 +82,21 @@ class TrajectoryConfig:
     gap_tol: float = 1e-6
 
 
+def seeds(profile: str, seed: int) -> list[int]:
+    """The seeds of a run: three from ``seed`` (two at ``smoke``, a code-path check)."""
+    return [seed + k for k in range(pick(profile, smoke=2, book=3, paper=3))]
+
+
 def config(profile: str) -> TrajectoryConfig:
     """``smoke`` (seconds), ``book`` (about a minute on 2 cores) or ``paper`` (the reference's sizes)."""
     base = TrajectoryConfig()
     return pick(
         profile,
-        smoke=replace(base, steps=8, features=2, n_train=24, n_val=8, n_test=3, hidden=6, quad_channels=4,
-                      norm_groups=2, context_hidden=16, epochs=3, batch_size=336, ref_steps=60, ref_opt_steps=120),
-        book=replace(base, steps=20, features=2, n_train=150, n_val=30, n_test=12, hidden=10, quad_channels=8,
-                     norm_groups=4, context_hidden=32, epochs=15, batch_size=700, ref_steps=400, ref_opt_steps=900),
+        smoke=replace(base, steps=8, features=2, n_train=24, n_val=8, n_test=2, hidden=6, quad_channels=4,
+                      norm_groups=2, context_hidden=16, epochs=3, batch_size=336, ref_steps=30, ref_opt_steps=60,
+                      fo_iters=1000),
+        book=replace(base, steps=16, features=2, n_train=100, n_val=20, n_test=6, hidden=10, quad_channels=8,
+                     norm_groups=4, context_hidden=32, epochs=20, batch_size=350, fo_iters=1500),
         paper=base,
     )  # fmt: skip
 
@@ -215,7 +222,9 @@ class TrueEnergySOCP:
             self.R.value = R[i].numpy()
             self.problem.solve(solver=self.solver)
             if self.problem.status != cp.OPTIMAL:
-                raise LiftingError(f"{self.solver} returned status {self.problem.status!r} on the true energy (row {i})")
+                raise LiftingError(
+                    f"{self.solver} returned status {self.problem.status!r} on the true energy (row {i})"
+                )
             xs.append(np.clip(self.U.value, -1.0, 1.0))
             times.append(float(self.problem.solver_stats.solve_time or float("nan")))
         return torch.as_tensor(np.stack(xs)), np.array(times)
@@ -343,13 +352,15 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
         model = recurrent_family(name, steps=T, features=p, context_features=p, hidden=cfg.hidden,
                                  quad_channels=cfg.quad_channels, norm_groups=cfg.norm_groups,
                                  context_hidden=cfg.context_hidden, dtype=torch.float64, seed=seed)  # fmt: skip
+        # Trained in float32 (as the reference), then evaluated, lifted and certified in float64.
+        f32 = lambda t: flat(t).float()  # noqa: E731
         res, mean, std = fit_energy(
-            model, flat(Utr), flat(Rtr), Etr, flat(Uva), flat(Rva), Eva,
+            model.float(), f32(Utr), f32(Rtr), Etr.float(), f32(Uva), f32(Rva), Eva.float(),
             steps=cfg.epochs * steps_per_epoch, batch_size=cfg.batch_size, lr=cfg.lr,
             weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, eval_every=steps_per_epoch,
             device=device, seed=seed,
         )  # fmt: skip
-        model = res.model.cpu()
+        model = res.model.to("cpu", torch.float64)
         with torch.no_grad():
             pred = model(flat(Ute), flat(Rte)) * std + mean
         rel_err = float((pred - Ete).norm() / Ete.norm())
@@ -360,7 +371,9 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
         sol = solve.solve(accept_inaccurate=True)
         bounds = box_gap_bounds(m, sol.x, -1.0, 1.0, sol.multipliers)
         gap = torch.minimum(bounds["frank_wolfe"], bounds["dual"])
-        certified = (gap <= cfg.gap_tol * torch.clamp(bounds["value"].abs(), min=1.0)) & (bounds["dual_residual"] <= 1e-7)
+        certified = (gap <= cfg.gap_tol * torch.clamp(bounds["value"].abs(), min=1.0)) & (
+            bounds["dual_residual"] <= 1e-7
+        )
         U_hat = sol.x.reshape(-1, T, p)
         E_hat = true_energy(U_hat, R_te, cfg)
 
@@ -377,7 +390,8 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
             "time_per_seq": float(sol.time.mean()), "solver_time_per_seq": float(sol.solver_time.mean()),
             "gap_bound_max": float(gap.max()), "fw_bound_max": float(bounds["frank_wolfe"].max()),
             "dual_residual_max": float(bounds["dual_residual"].max()), "certified": int(certified.sum()),
-            "n_test": int(R_te.shape[0]), "inaccurate": sum(st != "optimal" for st in sol.status), "min_regret": float(regret.min()),
+            "n_test": int(R_te.shape[0]), "inaccurate": sum(st != "optimal" for st in sol.status),
+            "min_regret": float(regret.min()),
             "ref_regret_exact": float((E_ref - E_star).mean()), "ref_regret_adam": float((E_ref - E_adam).mean()),
             "ref_rmse_to_opt": float(((U_ref - U_star).square().mean((1, 2)).sqrt()).mean()),
             "ref_surrogate_excess_mean": float(surrogate_excess.mean()), "ref_time_per_seq": ref_time,
