@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from socicnn.experiments import trajectory as tj
-from socicnn.results import save_table
+from socicnn.results import checkout_state, save_table
 
 
 def main() -> None:
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
     cfg = tj.config(args.profile)
+    checkout_state()  # the commit this run starts from (cached), recorded with every save
     rows, done, checks, t0 = [], [], {}, time.perf_counter()
     for seed in args.seeds:
         torch.manual_seed(seed)
