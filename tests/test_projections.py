@@ -46,6 +46,53 @@ def test_budget_projection_matches_cvxpy(v, budget):
     assert_matches(p, ref, v)
 
 
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(v=vectors, share=st.floats(0.0, 1.0))
+def test_equality_budget_projection_matches_cvxpy(v, share):
+    budget = share * v.shape[0]
+    p = Budget(budget, equality=True).project(torch.tensor(v)[None])[0].numpy()
+    ref = cvxpy_projection(v, lambda x: [x >= 0, x <= 1, cp.sum(x) == budget])
+    assert p.min() >= 0 and p.max() <= 1 and abs(p.sum() - budget) <= 1e-12 * (1 + budget)
+    assert_matches(p, ref, v)
+
+
+def test_equality_budget_must_fit_the_dimension():
+    with pytest.raises(ValueError, match="budget <= d"):
+        Budget(5.0, equality=True).check(4)
+    with pytest.raises(TypeError, match="True or False"):
+        Budget(1.0, equality=1)
+
+
+@pytest.mark.parametrize(
+    "cons",
+    [
+        Box(-0.5, 2.0),
+        Box([-1.0, 0.0, -2.0, 0.0, 0.5], [1.0, 3.0, -1.0, 0.0, 0.5]),
+        Simplex(2.0),
+        Budget(1.5),
+        Budget(2.5, equality=True),
+        Budget(0.0, equality=True),
+    ],
+    ids=["box", "box-vector", "simplex", "budget", "budget-eq", "budget-eq-0"],
+)
+def test_support_is_the_linear_programs_value(cons):
+    # min_{z in C} g^T z in closed form vs the LP solved by a conic solver.
+    g = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    got = cons.support(g)
+    for i in range(g.shape[0]):
+        z = cp.Variable(5)
+        prob = cp.Problem(cp.Minimize(g[i].numpy() @ z), cons.cvxpy(z))
+        prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        assert abs(float(got[i]) - prob.value) <= 1e-8
+
+
+def test_support_of_a_free_side_is_unbounded_only_where_g_pulls():
+    cons = Box(0.0, float("inf"))
+    g = torch.tensor([[1.0, 2.0], [1.0, -1.0]], dtype=torch.float64)
+    assert float(cons.support(g)[0]) == 0.0
+    assert float(cons.support(g)[1]) == -float("inf")
+
+
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(v=vectors, lo=st.floats(-2, 0), width=st.floats(0, 2))
 def test_box_projection_matches_cvxpy(v, lo, width):

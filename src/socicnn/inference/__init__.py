@@ -1,5 +1,6 @@
 """White-box inference: ``argmin_x f(x) + (beta/2)||x - y||^2`` [``x in C``].
 
+``minimize`` minimises a model over a compact set with a certified gap (no proximal term).
 ``prox`` solves a batch of queries with readout-based first- and second-order methods (the
 ``"newton"`` method steps onto the optimal face when the optimum sits on ReLU kinks), autograd
 and L-BFGS baselines, or the exact lifted SOCP. Constraint sets: :class:`Box`, :class:`Simplex`,
@@ -8,6 +9,7 @@ and L-BFGS baselines, or the exact lifted SOCP. Constraint sets: :class:`Box`, :
 
 from .constraints import Box, Budget, Constraint, CvxpyConstraint, Simplex
 from .descent import objective
+from .minimize import MinimizeResult, certified_lower_bound, minimize
 from .newton import certified_gap_bound, certified_subgradient_norm
 from .projections import project_box, project_budget, project_simplex
 from .prox import METHODS, ProxResult, prox
@@ -15,6 +17,7 @@ from .socp import ProxSOCP, SOCPSolution
 
 __all__ = [
     "METHODS",
+    "MinimizeResult",
     "Box",
     "Budget",
     "Constraint",
@@ -24,7 +27,9 @@ __all__ = [
     "SOCPSolution",
     "Simplex",
     "certified_gap_bound",
+    "certified_lower_bound",
     "certified_subgradient_norm",
+    "minimize",
     "objective",
     "project_box",
     "project_budget",

@@ -53,6 +53,12 @@ class Constraint:
         """The set as linear rows (only for polyhedral sets)."""
         raise NotImplementedError
 
+    def support(self, g: torch.Tensor) -> torch.Tensor:
+        """``min_{z in C} g_i^T z`` ``(N,)`` for each row of ``g`` ``(N, d)`` (``-inf`` where the
+        set is unbounded in a direction ``g_i`` decreases): the linear minimisation oracle's
+        value, used by certified lower bounds over ``C``."""
+        raise NotImplementedError
+
 
 class Box(Constraint):
     """``{lo <= x <= hi}``; ``lo``/``hi`` real scalars or length-``d`` sequences (a lower bound
@@ -99,6 +105,13 @@ class Box(Constraint):
             out.append(x[keep] <= hi[keep])
         return out
 
+    def support(self, g):
+        lo, hi = self._bounds(g.shape[-1], g.dtype, g.device)
+        # g_i * bound with 0 * inf read as 0: a free side only matters where g_i pulls towards it
+        low = torch.where(g > 0, g * lo, torch.zeros_like(g))
+        high = torch.where(g < 0, g * hi, torch.zeros_like(g))
+        return (low + high).sum(-1)
+
     def rows(self, d, dtype, device):
         lo, hi = self._bounds(d, dtype, device)
         eye = torch.eye(d, dtype=dtype, device=device)
@@ -136,6 +149,9 @@ class Simplex(Constraint):
     def cvxpy(self, x):
         return [x >= 0, cp.sum(x) == self.total]
 
+    def support(self, g):
+        return self.total * g.amin(-1)
+
     def rows(self, d, dtype, device):
         kw = {"dtype": dtype, "device": device}
         C = torch.cat([torch.ones(1, d, **kw), -torch.eye(d, **kw)])
@@ -146,18 +162,38 @@ class Simplex(Constraint):
 
 
 class Budget(Constraint):
-    """The capped budget set ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``)."""
+    """The capped budget set ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``), or with
+    ``equality=True`` ``{0 <= x <= 1, sum x = budget}`` (``0 <= budget <= d``)."""
 
-    def __init__(self, budget: float) -> None:
+    def __init__(self, budget: float, *, equality: bool = False) -> None:
         self.budget = check_real("budget", budget)
+        if not isinstance(equality, bool):
+            raise TypeError(f"Budget equality must be True or False, got {equality!r}")
+        self.equality = equality
         if not (math.isfinite(self.budget) and self.budget >= 0):
             raise ValueError(f"Budget needs a finite budget >= 0 (the set is empty otherwise), got {budget}")
 
+    def check(self, d: int) -> None:
+        if self.equality and self.budget > d:
+            raise ValueError(
+                f"empty set: Budget(equality=True) needs budget <= d, got budget {self.budget} for d = {d}"
+            )
+
     def project(self, v):
-        return project_budget(v, self.budget)
+        return project_budget(v, self.budget, equality=self.equality)
 
     def cvxpy(self, x):
-        return [x >= 0, x <= 1, cp.sum(x) <= self.budget]
+        total = cp.sum(x) == self.budget if self.equality else cp.sum(x) <= self.budget
+        return [x >= 0, x <= 1, total]
+
+    def support(self, g):
+        # Greedy: the smallest entries first, each up to 1, until the budget is spent (only the
+        # negative ones when the sum may stay below the budget).
+        gs, _ = torch.sort(g, dim=-1)
+        k = torch.arange(g.shape[-1], dtype=g.dtype, device=g.device)
+        weight = (self.budget - k).clamp(0.0, 1.0)
+        take = gs if self.equality else gs.clamp(max=0.0)
+        return (weight * take).sum(-1)
 
     def rows(self, d, dtype, device):
         eye = torch.eye(d, dtype=dtype, device=device)
@@ -169,7 +205,9 @@ class Budget(Constraint):
                 torch.zeros(d, dtype=dtype, device=device),
             ]
         )
-        return LinearRows(C, h, torch.zeros(2 * d + 1, dtype=torch.bool, device=device))
+        eq = torch.zeros(2 * d + 1, dtype=torch.bool, device=device)
+        eq[0] = self.equality
+        return LinearRows(C, h, eq)
 
 
 class CvxpyConstraint(Constraint):

@@ -10,7 +10,8 @@ on a GPU as well as on a CPU):
 - capped budget set ``{0 <= x <= 1, sum x <= B}``: ``x = clip(v - theta, 0, 1)`` with
   ``theta = 0`` when ``sum clip(v, 0, 1) <= B`` (the sum constraint is inactive) and otherwise
   the root of the piecewise-linear, nonincreasing ``phi(theta) = sum clip(v - theta, 0, 1) = B``,
-  found exactly on the segment between two consecutive sorted breakpoints ``{v_i, v_i - 1}``.
+  found exactly on the segment between two consecutive sorted breakpoints ``{v_i, v_i - 1}``;
+  with ``sum x = B`` (``0 <= B <= d``) the same root, of either sign.
 """
 
 from __future__ import annotations
@@ -50,17 +51,23 @@ def _capped_sum(vs: torch.Tensor, cs: torch.Tensor, theta: torch.Tensor) -> tupl
     return top, mid_sum, mid_count
 
 
-def project_budget(v: torch.Tensor, budget: float) -> torch.Tensor:
-    """Projection ``(N, d)`` onto ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``).
+def project_budget(v: torch.Tensor, budget: float, *, equality: bool = False) -> torch.Tensor:
+    """Projection ``(N, d)`` onto ``{0 <= x <= 1, sum x <= budget}`` (``budget >= 0``), or onto
+    ``{0 <= x <= 1, sum x = budget}`` with ``equality=True`` (``0 <= budget <= d``).
 
-    KKT: ``x = clip(v - theta, 0, 1)`` with ``theta >= 0`` and ``theta (sum x - budget) = 0``.
+    KKT: ``x = clip(v - theta, 0, 1)`` with ``theta >= 0`` and ``theta (sum x - budget) = 0``
+    (with the equality: any real ``theta`` and ``sum x = budget``).
     """
     clipped = v.clamp(0.0, 1.0)
-    inactive = clipped.sum(-1) <= budget
     vs, _ = torch.sort(v, dim=-1)
     cs = torch.nn.functional.pad(torch.cumsum(vs, dim=-1), (1, 0))
-    zero = torch.zeros_like(v[:, :1])
-    breaks, _ = torch.sort(torch.cat([zero, v, v - 1], dim=-1).clamp(min=0.0), dim=-1)
+    if equality:
+        inactive = torch.zeros_like(clipped[:, 0], dtype=torch.bool)
+        breaks, _ = torch.sort(torch.cat([v, v - 1], dim=-1), dim=-1)
+    else:
+        inactive = clipped.sum(-1) <= budget
+        zero = torch.zeros_like(v[:, :1])
+        breaks, _ = torch.sort(torch.cat([zero, v, v - 1], dim=-1).clamp(min=0.0), dim=-1)
     top, mid_sum, mid_count = _capped_sum(vs, cs, breaks)
     phi = top + mid_sum - breaks * mid_count
     # phi is nonincreasing; phi(0) > budget on the active rows and phi(max v) = 0 <= budget,
@@ -70,4 +77,6 @@ def project_budget(v: torch.Tensor, budget: float) -> torch.Tensor:
     top, mid_sum, mid_count = _capped_sum(vs, cs, mid)
     theta = (top + mid_sum - budget) / mid_count.clamp(min=1.0)
     theta = torch.where(inactive[:, None], torch.zeros_like(theta), theta)
+    if equality and budget >= v.shape[-1]:
+        return torch.ones_like(v)  # the set is the single point x = 1
     return (v - theta).clamp(0.0, 1.0)
