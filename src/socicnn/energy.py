@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import lifting, readout
+from .inference import Box, certified_lower_bound
 from .solvers import resolve_solver
 from .train import FitResult, fit
 
@@ -70,12 +71,18 @@ def linear_box_min(g: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def box_gap_bounds(model, x: torch.Tensor, lo: float, hi: float, multipliers=None) -> dict[str, torch.Tensor]:
+def box_gap_bounds(
+    model, x: torch.Tensor, lo: float, hi: float, multipliers=None, *, tie_tol: float = 1.5e-9
+) -> dict[str, torch.Tensor]:
     """Certified bounds on ``f(x_i) - min_box f`` ``(N,)`` at feasible points ``x`` ``(N, d)``.
 
     - ``"frank_wolfe"``: ``g^T x - min_box g^T y`` with ``g`` the readout subgradient at ``x``
       (exact canonical multipliers, so ``f(y) >= f(x) + g^T (y - x)`` for every ``y``). Zero at a
       minimiser where ``f`` is differentiable; can stay positive at a kink.
+    - ``"kinks"``: ``f(x)`` minus :func:`socicnn.inference.certified_lower_bound` (dual-feasible
+      multipliers chosen on the tied kinks and the box's active faces): no solver output is
+      trusted, and it also closes at kinks.
+    - ``"strict"``: the smaller of these two.
     - ``"dual"`` (with ``multipliers``, e.g. a conic solver's duals, one per block and row):
       ``f(x) - min_box l`` for the affine minorant ``l(y)`` = dual objective at the multipliers,
       a valid bound when they are dual feasible; ``"dual_residual"`` is their largest
@@ -84,7 +91,9 @@ def box_gap_bounds(model, x: torch.Tensor, lo: float, hi: float, multipliers=Non
     ro = readout.readout(model, x)
     f = ro.value
     g = ro.grad
-    out = {"value": f, "frank_wolfe": (g * x).sum(-1) - linear_box_min(g, lo, hi)}
+    fw = (g * x).sum(-1) - linear_box_min(g, lo, hi)
+    kinks = f - certified_lower_bound(model, x, Box(lo, hi), tie_tol)
+    out = {"value": f, "frank_wolfe": fw, "kinks": kinks, "strict": torch.minimum(fw, kinks)}
     if multipliers is not None:
         G = readout.supporting_slope(model, multipliers)
         low = readout.dual_objective(model, x, multipliers) - (G * x).sum(-1) + linear_box_min(G, lo, hi)

@@ -79,7 +79,7 @@ class TrajectoryConfig:
     ref_opt_lr: float = 0.045
     # the exact optimum's first-order cross-check and the certificate tolerance
     fo_iters: int = 3000
-    gap_tol: float = 1e-6
+    gap_tol: float = 1e-5
 
 
 def seeds(profile: str, seed: int) -> list[int]:
@@ -370,10 +370,11 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
         solve = ExactBoxSolve(m, -1.0, 1.0, solver="clarabel")
         sol = solve.solve(accept_inaccurate=True)
         bounds = box_gap_bounds(m, sol.x, -1.0, 1.0, sol.multipliers)
-        gap = torch.minimum(bounds["frank_wolfe"], bounds["dual"])
-        certified = (gap <= cfg.gap_tol * torch.clamp(bounds["value"].abs(), min=1.0)) & (
-            bounds["dual_residual"] <= 1e-7
-        )
+        gap = bounds["strict"]
+        scale = torch.clamp(bounds["value"].abs(), min=1.0)
+        strict = gap <= cfg.gap_tol * scale
+        by_duals = (bounds["dual"] <= cfg.gap_tol * scale) & (bounds["dual_residual"] <= 1e-9 * scale)
+        certified = strict | by_duals
         U_hat = sol.x.reshape(-1, T, p)
         E_hat = true_energy(U_hat, R_te, cfg)
 
@@ -389,7 +390,9 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
             "rmse_to_opt": float(((U_hat - U_star).square().mean((1, 2)).sqrt()).mean()),
             "time_per_seq": float(sol.time.mean()), "solver_time_per_seq": float(sol.solver_time.mean()),
             "gap_bound_max": float(gap.max()), "fw_bound_max": float(bounds["frank_wolfe"].max()),
+            "dual_bound_max": float(bounds["dual"].max()),
             "dual_residual_max": float(bounds["dual_residual"].max()), "certified": int(certified.sum()),
+            "certified_strict": int(strict.sum()),
             "n_test": int(R_te.shape[0]), "inaccurate": sum(st != "optimal" for st in sol.status),
             "min_regret": float(regret.min()),
             "ref_regret_exact": float((E_ref - E_star).mean()), "ref_regret_adam": float((E_ref - E_adam).mean()),
