@@ -388,6 +388,8 @@ def run_seed(cfg: TrajectoryConfig, seed: int, families=FAMILIES, *, device: str
             "train_time": res.train_time, "test_rel_err": rel_err,
             "regret": float(regret.mean()), "rel_regret": float((regret / E_star).mean()),
             "rmse_to_opt": float(((U_hat - U_star).square().mean((1, 2)).sqrt()).mean()),
+            "at_bound": float((U_hat.abs() >= 1 - 1e-6).double().mean()),
+            "opt_at_bound": float((U_star.abs() >= 1 - 1e-6).double().mean()),
             "time_per_seq": float(sol.time.mean()), "solver_time_per_seq": float(sol.solver_time.mean()),
             "gap_bound_max": float(gap.max()), "fw_bound_max": float(bounds["frank_wolfe"].max()),
             "dual_bound_max": float(bounds["dual"].max()),
