@@ -63,5 +63,11 @@ def test_a_failed_solve_is_an_error():
                              seed=0).at(R)  # fmt: skip
     with pytest.raises(LiftingError, match="status"):
         ExactBoxSolve(model, -1.0, 1.0, solver="clarabel").solve(max_iter=1)
+    skipped = ExactBoxSolve(model, -1.0, 1.0, solver="clarabel").solve(max_iter=1, skip_failures=True)
+    assert skipped.status == ["solver_error"] and bool(skipped.x.isnan().all())
+    # zero multipliers are dual feasible: the dual bound stays valid (and finite)
+    x = torch.zeros(1, model.in_dim, dtype=torch.float64)
+    bounds = box_gap_bounds(model, x, -1.0, 1.0, skipped.multipliers)
+    assert float(bounds["dual_residual"][0]) == 0.0 and bool(torch.isfinite(bounds["dual"]).all())
     with pytest.raises(ValueError, match="finite and non-empty"):
         ExactBoxSolve(model, 1.0, -1.0)

@@ -164,15 +164,29 @@ class ExactBoxSolve:
         x = np.clip(np.asarray(self.x.value, dtype=float), self.lo, self.hi)
         return x, float(self.problem.value), self.problem.status, elapsed, solver_time, mults
 
-    def solve(self, rows: int | None = None, *, accept_inaccurate: bool = False, **solver_options) -> BoxSolution:
-        """Solve every row (``rows``: how many; default the model's rows, or 1 without per-row data)."""
+    def solve(
+        self, rows: int | None = None, *, accept_inaccurate: bool = False, skip_failures: bool = False, **solver_options
+    ) -> BoxSolution:
+        """Solve every row (``rows``: how many; default the model's rows, or 1 without per-row data).
+
+        With ``skip_failures`` a row the solver fails on (or ends with a non-optimal status) gets
+        status ``"solver_error"``, ``x`` NaN and zero multipliers (dual feasible for every block
+        of the library: the dual bound of :func:`box_gap_bounds` is then valid but loose); the
+        caller solves those rows another way."""
         n = rows if rows is not None else (self.model.rows or 1)
         per_row = self.model.rows is not None
-        out = [
-            self.solve_row(i if per_row else None, accept_inaccurate=accept_inaccurate, **solver_options)
-            for i in range(n)
-        ]
         kw = {"dtype": self.model.dtype, "device": self.model.device}
+        out = []
+        for i in range(n):
+            try:
+                row = i if per_row else None
+                out.append(self.solve_row(row, accept_inaccurate=accept_inaccurate, **solver_options))
+            except lifting.LiftingError:
+                if not skip_failures:
+                    raise
+                out.append(None)
+        failed = (np.full(self.model.in_dim, np.nan), np.nan, "solver_error", np.nan, np.nan, self._zero_multipliers())
+        out = [failed if o is None else o for o in out]
         mults = [_stack([o[5][b] for o in out], kw) for b in range(len(self.lifts))]
         return BoxSolution(
             x=torch.as_tensor(np.stack([o[0] for o in out]), **kw),
@@ -182,6 +196,17 @@ class ExactBoxSolve:
             solver_time=np.array([o[4] for o in out]),
             multipliers=mults,
         )
+
+    def _zero_multipliers(self) -> list:
+        """Zero multipliers in the blocks' shapes (as one row's solver output)."""
+        probe = self.model if self.model.rows is None else self.model.select(torch.zeros(1, dtype=torch.long))
+        x1 = torch.zeros(1, self.model.in_dim, dtype=self.model.dtype, device=self.model.device)
+
+        def zeros(m):
+            return [zeros(t) for t in m] if isinstance(m, list) else np.zeros(m.shape[1:])
+
+        with torch.no_grad():
+            return [zeros(b.multipliers(b.state(x1))) for b in probe.blocks()]
 
 
 def _stack(per_row: list, kw) -> torch.Tensor | list:
