@@ -189,3 +189,16 @@ def test_bad_inputs_are_named():
         RecurrentSOCICNN(T, P, PR, kernel_size=4)
     with pytest.raises(ValueError, match="hidden must be an integer"):
         RecurrentSOCICNN(T, P, PR, hidden=0)
+
+
+def test_inference_accepts_the_per_row_model_unchanged():
+    model = RecurrentSOCICNN(T, P, PR, hidden=5, quad_channels=3, norm_groups=2, dtype=F64, seed=1)
+    g = torch.Generator().manual_seed(0)
+    R = 2 * torch.rand(8, T, PR, generator=g, dtype=F64) - 1
+    y = 2 * torch.randn(8, T * P, generator=g, dtype=F64)
+    per_row = model.at(R)
+    res, exact = prox(per_row, y, 2.0, method="newton"), prox(per_row, y, 2.0, method="socp")
+    assert bool(res.converged.all())
+    assert float(((res.value - exact.value) / exact.value.abs().clamp(min=1)).abs().max()) <= 1e-8
+    box = sc.inference.minimize(per_row, sc.inference.Box(-1.0, 1.0), tol=1e-6)
+    assert bool(box.converged.all()) and float(box.x.abs().max()) <= 1.0
