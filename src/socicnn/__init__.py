@@ -7,12 +7,14 @@ functions, closed-form dual readout of slopes and curvature, and white-box infer
 from . import (
     blocks,
     decisions,
+    energy,
     families,
     inference,
     lifting,
     parametric,
     profiles,
     readout,
+    recurrent,
     results,
     solvers,
     subdifferential,
@@ -26,6 +28,7 @@ from .model import SOCICNN, BlockModel, BoundModel, ContextualModel, ReLUICNN
 from .norm import NormBlock
 from .parametric import ParametricSOCICNN
 from .quadratic import QuadraticBlock
+from .recurrent import RecurrentSOCICNN
 from .weights import SOCICNNWeights
 
 __version__ = "0.1.0"
@@ -45,13 +48,16 @@ __all__ = [
     "SoftplusBackbone",
     "QuadraticBlock",
     "NormBlock",
+    "RecurrentSOCICNN",
     "blocks",
     "decisions",
+    "energy",
     "families",
     "inference",
     "lifting",
     "parametric",
     "readout",
+    "recurrent",
     "profiles",
     "results",
     "solvers",

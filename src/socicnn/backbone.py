@@ -268,7 +268,8 @@ class Backbone(ConvexBlock, abstract=True):
 
     def dual_slope(self, mult: list[torch.Tensor]) -> torch.Tensor:
         v = self._v()
-        g = affine_image(mult[0], self.W[0].T, v) if v.ndim == 1 else torch.addmm(v, mult[0], self.W[0])
+        W0 = self.W_eff(0)
+        g = affine_image(mult[0], W0.T, v) if v.ndim == 1 else torch.addmm(v, mult[0], W0)
         for l in range(1, len(mult)):
             W = self.W_eff(l)
             if W is not None:

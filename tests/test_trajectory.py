@@ -1,0 +1,73 @@
+"""Trajectory smoothing: the true energy's exact SOCP, its first-order cross-check, deterministic
+data, and the exact conic minimisation of a learned energy with its certificates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import socicnn as sc
+from socicnn.energy import ExactBoxSolve, box_gap_bounds
+from socicnn.experiments import trajectory as tj
+from socicnn.lifting import LiftingError
+from socicnn.recurrent import recurrent_family
+
+CFG = dataclasses.replace(tj.config("smoke"), fo_iters=1500)
+
+
+def test_data_are_deterministic_and_in_the_box():
+    a, b = tj.reference_sequences(5, CFG, 3), tj.reference_sequences(5, CFG, 3)
+    assert torch.equal(a, b) and not torch.equal(a, tj.reference_sequences(5, CFG, 4))
+    assert a.shape == (5, CFG.steps, CFG.features) and float(a.abs().max()) <= 1.0
+    U, R, E = tj.candidates(a, CFG, 0)
+    assert U.shape[0] == 5 * CFG.n_candidates and float(U.abs().max()) <= 1.0
+    torch.testing.assert_close(E, tj.true_energy(U, R, CFG), rtol=0, atol=0)
+
+
+def test_exact_optimum_matches_the_certified_first_order_method():
+    R = tj.reference_sequences(4, CFG, 1)
+    U_star, times = tj.exact_optimum(R, CFG)
+    E_star = tj.true_energy(U_star, R, CFG)
+    U_fo, E_fo, fw = tj.first_order_optimum(R, CFG)
+    assert float(fw.max()) <= 1e-9  # certified: E(U_fo) - min E <= fw
+    assert float((E_star - E_fo).max()) <= 1e-8 and float((E_fo - E_star).max()) <= 1e-9 + float(fw.max())
+    # no point of the box does better (random feasible trial points)
+    g = torch.Generator().manual_seed(0)
+    trial = (U_star[0] + 0.05 * torch.randn(64, *U_star.shape[1:], generator=g, dtype=torch.float64)).clamp(-1, 1)
+    assert float((tj.true_energy(trial, R[:1].expand(64, -1, -1), CFG) - E_star[0]).min()) >= -1e-9
+
+
+def test_exact_box_solve_and_certificates_agree_with_minimize():
+    R = tj.reference_sequences(2, CFG, 2)
+    kw = dict(steps=CFG.steps, features=CFG.features, context_features=CFG.features, hidden=4,
+              quad_channels=2, norm_groups=1, context_hidden=8, dtype=torch.float64, seed=0)  # fmt: skip
+    model = recurrent_family("RNN-Softplus", **kw).at(R)
+    sol = ExactBoxSolve(model, -1.0, 1.0, solver="clarabel").solve(accept_inaccurate=True)
+    assert float(sol.x.abs().max()) <= 1.0
+    bounds = box_gap_bounds(model, sol.x, -1.0, 1.0, sol.multipliers)
+    assert float(bounds["strict"].max()) <= 1e-6 and float(bounds["dual_residual"].max()) <= 1e-8
+    res = sc.inference.minimize(model, sc.inference.Box(-1.0, 1.0), tol=1e-8)
+    assert bool(res.converged.all())
+    # Both are certified, so the values agree within the two certified gaps.
+    with torch.no_grad():
+        gap = (model(sol.x) - res.value).abs()
+    assert bool((gap <= bounds["strict"] + res.gap_bound + 1e-12).all())
+
+
+def test_a_failed_solve_is_an_error():
+    R = tj.reference_sequences(1, CFG, 2)
+    model = recurrent_family("RNN-SOC", steps=CFG.steps, features=CFG.features, context_features=CFG.features,
+                             hidden=3, quad_channels=2, norm_groups=1, context_hidden=4, dtype=torch.float64,
+                             seed=0).at(R)  # fmt: skip
+    with pytest.raises(LiftingError, match="status"):
+        ExactBoxSolve(model, -1.0, 1.0, solver="clarabel").solve(max_iter=1)
+    skipped = ExactBoxSolve(model, -1.0, 1.0, solver="clarabel").solve(max_iter=1, skip_failures=True)
+    assert skipped.status == ["solver_error"] and bool(skipped.x.isnan().all())
+    # zero multipliers are dual feasible: the dual bound stays valid (and finite)
+    x = torch.zeros(1, model.in_dim, dtype=torch.float64)
+    bounds = box_gap_bounds(model, x, -1.0, 1.0, skipped.multipliers)
+    assert float(bounds["dual_residual"][0]) == 0.0 and bool(torch.isfinite(bounds["dual"]).all())
+    with pytest.raises(ValueError, match="finite and non-empty"):
+        ExactBoxSolve(model, 1.0, -1.0)
