@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from . import lifting, readout
+from .ground_truth import box_gap_bound
 from .inference import Box, certified_lower_bound
 from .solvers import resolve_solver
 from .train import FitResult, fit
 
-__all__ = ["BoxSolution", "ExactBoxSolve", "box_gap_bounds", "fit_energy", "linear_box_min"]
+__all__ = ["BoxSolution", "ExactBoxSolve", "box_gap_bounds", "fit_energy"]
 
 
 class _Joint(nn.Module):
@@ -65,11 +66,6 @@ def fit_energy(model, x, c, energy, x_val, c_val, energy_val, **fit_options) -> 
     return res, mean, std
 
 
-def linear_box_min(g: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """``min_{lo <= y <= hi} g^T y`` ``(N,)`` for slopes ``g`` ``(N, d)``."""
-    return torch.minimum(g * lo, g * hi).sum(-1)
-
-
 @torch.no_grad()
 def box_gap_bounds(
     model, x: torch.Tensor, lo: float, hi: float, multipliers=None, *, tie_tol: float = 1.5e-9
@@ -91,12 +87,12 @@ def box_gap_bounds(
     ro = readout.readout(model, x)
     f = ro.value
     g = ro.grad
-    fw = (g * x).sum(-1) - linear_box_min(g, lo, hi)
+    fw = box_gap_bound(x, g, lo, hi)
     kinks = f - certified_lower_bound(model, x, Box(lo, hi), tie_tol)
     out = {"value": f, "frank_wolfe": fw, "kinks": kinks, "strict": torch.minimum(fw, kinks)}
     if multipliers is not None:
         G = readout.supporting_slope(model, multipliers)
-        low = readout.dual_objective(model, x, multipliers) - (G * x).sum(-1) + linear_box_min(G, lo, hi)
+        low = readout.dual_objective(model, x, multipliers) - (G * x).sum(-1) + Box(lo, hi).support(G)
         out["dual"] = f - low
         out["dual_residual"] = readout.dual_residual(model, multipliers)
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import torch
 
+from .inference.constraints import Box
 from .solvers import resolve_solver
 
 __all__ = ["ConicSolution", "GroundTruthError", "BoxSolution", "accelerated_box", "box_gap_bound", "solve_conic"]
@@ -63,9 +64,8 @@ def solve_conic(
 
 def box_gap_bound(x: torch.Tensor, g: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """``(N,)`` ``g^T x - min_{s in [lo, hi]^d} g^T s >= f(x) - min_box f`` for convex ``f`` with
-    ``g`` a subgradient at ``x`` (rows of ``(N, d)``)."""
-    vertex = torch.where(g > 0, lo, hi)
-    return ((x - vertex) * g).sum(-1).clamp(min=0.0)
+    ``g`` a subgradient at ``x`` (rows of ``(N, d)``; the box's support function)."""
+    return ((g * x).sum(-1) - Box(lo, hi).support(g)).clamp(min=0.0)
 
 
 @dataclass

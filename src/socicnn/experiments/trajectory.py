@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..blocks import SmoothBlock
-from ..energy import ExactBoxSolve, box_gap_bounds, fit_energy, linear_box_min
+from ..energy import ExactBoxSolve, box_gap_bounds, fit_energy
+from ..ground_truth import box_gap_bound
 from ..inference import Box, minimize
 from ..lifting import LiftingError
 from ..profiles import pick
@@ -262,7 +263,7 @@ def first_order_optimum(R: torch.Tensor, cfg: TrajectoryConfig, iters: int | Non
         y[restart] = x_new[restart]
         x, t = x_new, t_new
     E, g = _energy_grad(x, R, cfg)
-    fw = (g * x).flatten(1).sum(1) - linear_box_min(g.flatten(1), -1.0, 1.0)
+    fw = box_gap_bound(x.flatten(1), g.flatten(1), -1.0, 1.0)
     return x, E, fw
 
 
