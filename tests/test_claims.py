@@ -35,8 +35,15 @@ def _fa(cells: list[tuple[str, int]], winners: list[str], budget: str = "referen
     rows = []
     for (target, d), best in zip(cells, winners, strict=True):
         for family in ("soc", "relu", "softplus"):
-            rows.append({"target": target, "d": d, "family": family, "budget": budget,
-                         "rel_l2_mean": 0.1 if family == best else 0.5})
+            rows.append(
+                {
+                    "target": target,
+                    "d": d,
+                    "family": family,
+                    "budget": budget,
+                    "rel_l2_mean": 0.1 if family == best else 0.5,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -57,10 +64,15 @@ def test_approximation_ranking():
 
 def test_expressivity_outcome():
     def table(relu_narrow, relu_wide, soc):
-        return pd.DataFrame({
-            "target": ["t"] * 3, "d": [2] * 3, "model": ["relu-icnn", "relu-icnn", "soc-icnn"],
-            "width": [4, 64, 4], "test_rel_l2": [relu_narrow, relu_wide, soc],
-        })
+        return pd.DataFrame(
+            {
+                "target": ["t"] * 3,
+                "d": [2] * 3,
+                "model": ["relu-icnn", "relu-icnn", "soc-icnn"],
+                "width": [4, 64, 4],
+                "test_rel_l2": [relu_narrow, relu_wide, soc],
+            }
+        )
 
     assert expressivity_outcome(table(0.1, 0.01, 0.001)).outcome == "holds"
     assert expressivity_outcome(table(0.1, 0.01, 0.05)).outcome == "partial"
@@ -71,3 +83,17 @@ def test_value_equivalence_outcome():
     t = pd.DataFrame({"value": [10.0, -2.0], "rel_err": [1e-9, 2e-9], "gap": [1e-8, 0.0], "status": ["optimal"] * 2})
     assert value_equivalence_outcome(t).outcome == "holds"
     assert value_equivalence_outcome(t.assign(gap=[1e-4, 0.0])).outcome == "fails"
+
+
+def test_energy_regret_outcomes_can_fail():
+    import pandas as pd
+
+    from socicnn.experiments.claims import energy_regret
+
+    def table(soc):
+        return pd.DataFrame({"seed": [0, 0, 0], "family": ["SOC", "A", "B"], "regret": [soc, 1.0, 2.0]})
+
+    assert energy_regret(table(1.05), "SOC").outcome == "holds"
+    assert energy_regret(table(1.5), "SOC").outcome == "partial"
+    assert energy_regret(table(3.0), "SOC").outcome == "fails"
+    assert energy_regret(table(1.0).iloc[1:], "SOC").outcome is None

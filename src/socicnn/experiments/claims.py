@@ -28,6 +28,7 @@ __all__ = [
     "approximation_ranking",
     "decision_quality",
     "directional_derivatives_at_ties",
+    "energy_regret",
     "expressivity_live",
     "expressivity_outcome",
     "forward_cost_ratio",
@@ -185,6 +186,30 @@ def approximation_ranking(table: pd.DataFrame, share: float = 2 / 3) -> Evidence
     return Evidence(outcome, "; ".join(parts))
 
 
+# --------------------------------------------------------------------------- learned energies
+def energy_regret(table: pd.DataFrame, soc: str, margin: float = 1.1) -> Evidence:
+    """A learned-energy table (one row per seed and family: ``family``, ``regret``, the true
+    energy of each family's certified minimiser minus the exact optimum). The SOC family holds
+    when its mean regret over seeds is at most ``margin`` times the best other family's, is
+    partial when it beats at least half of the other families, and fails otherwise."""
+    means = table.groupby("family")["regret"].mean()
+    if soc not in means.index or len(means) < 2:
+        return Evidence(None, f"no {soc} row beside another family")
+    others = means.drop(soc)
+    beaten = int((means[soc] < others).sum())
+    if means[soc] <= margin * others.min():
+        outcome = "holds"
+    else:
+        outcome = "partial" if 2 * beaten >= len(others) else "fails"
+    seeds = table["seed"].nunique() if "seed" in table.columns else 1
+    return Evidence(
+        outcome,
+        f"{soc} mean regret {means[soc]:.3g} against the best other family's "
+        f"{others.min():.3g} ({others.idxmin()}); beats {beaten} of {len(others)} families; "
+        f"{seeds} seed(s)",
+    )
+
+
 # --------------------------------------------------------------------------- downstream decisions
 def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 / 3) -> Evidence:
     """A downstream-decision table (per seed, as stored by
@@ -200,8 +225,11 @@ def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 
     n, wins = len(ok), int(ok.sum())
     outcome = "holds" if wins >= share * n else ("partial" if wins else "fails")
     ratio = float(np.exp(np.log(means["soc"] / others).mean()))
-    return Evidence(outcome, f"SOC-ICNN's mean regret within {margin:g}x of the best other family in {wins} of {n} "
-                             f"(task, d) cases; geometric-mean ratio SOC / best other {ratio:.2f}")
+    return Evidence(
+        outcome,
+        f"SOC-ICNN's mean regret within {margin:g}x of the best other family in {wins} of {n} "
+        f"(task, d) cases; geometric-mean ratio SOC / best other {ratio:.2f}",
+    )
 
 
 # --------------------------------------------------------------------------- dual readout
@@ -224,8 +252,10 @@ def slopes_vs_finite_differences(n_inputs: int, seed: int = 0, d: int = 10) -> E
     keep = ro.margins > 1e-3
     g, fd = ro.grad[keep], _central_differences(model, X[keep], 1e-6)
     rel = float(((g - fd).norm(dim=1) / g.norm(dim=1).clamp_min(1.0)).max())
-    return Evidence(_holds(rel <= 1e-6 and int(keep.sum()) > 0),
-                    f"{int(keep.sum())} of {n_inputs} inputs: max relative error {rel:.1e}")
+    return Evidence(
+        _holds(rel <= 1e-6 and int(keep.sum()) > 0),
+        f"{int(keep.sum())} of {n_inputs} inputs: max relative error {rel:.1e}",
+    )
 
 
 def hessian_vs_autograd(n_inputs: int, seed: int = 0, d: int = 10) -> Evidence:
@@ -237,8 +267,10 @@ def hessian_vs_autograd(n_inputs: int, seed: int = 0, d: int = 10) -> Evidence:
     H = hessian(model, X[keep]).detach()
     auto = torch.stack([torch.func.hessian(lambda x: model(x[None])[0])(x) for x in X[keep]]).detach()
     rel = float(((H - auto).flatten(1).norm(dim=1) / auto.flatten(1).norm(dim=1).clamp_min(1.0)).max())
-    return Evidence(_holds(rel <= 1e-10 and int(keep.sum()) > 0),
-                    f"{int(keep.sum())} inputs: max relative Frobenius error {rel:.1e}")
+    return Evidence(
+        _holds(rel <= 1e-10 and int(keep.sum()) > 0),
+        f"{int(keep.sum())} inputs: max relative Frobenius error {rel:.1e}",
+    )
 
 
 def directional_derivatives_at_ties(n_dirs: int, seed: int = 0, d: int = 6) -> Evidence:
@@ -267,8 +299,11 @@ def directional_derivatives_at_ties(n_dirs: int, seed: int = 0, d: int = 6) -> E
     err_conic = float(((forward - conic).abs() / scale).max())
     kinked = int(((forward - slope).abs() > 1e-6 * scale).sum())
     ok = err_fd <= 1e-5 and err_conic <= 1e-5 and kinked > 0
-    return Evidence(_holds(ok), f"{n_dirs} directions at a double tie: vs finite differences {err_fd:.1e}, vs the "
-                                f"conic maximum {err_conic:.1e}; {kinked} directions where g.delta is not f'")
+    return Evidence(
+        _holds(ok),
+        f"{n_dirs} directions at a double tie: vs finite differences {err_fd:.1e}, vs the "
+        f"conic maximum {err_conic:.1e}; {kinked} directions where g.delta is not f'",
+    )
 
 
 def prox_vs_socp(n_queries: int, seed: int = 0, d: int = 10, beta: float = 10.0) -> Evidence:
@@ -285,8 +320,10 @@ def prox_vs_socp(n_queries: int, seed: int = 0, d: int = 10, beta: float = 10.0)
     if not solved.any():
         return Evidence(None, measured)
     rel = float(((newton.value - socp.value).abs() / socp.value.abs().clamp_min(1.0))[solved].max())
-    return Evidence(_holds(conv == n_queries and rel <= 1e-6),
-                    f"{measured}, where the largest relative difference from its value is {rel:.1e}")
+    return Evidence(
+        _holds(conv == n_queries and rel <= 1e-6),
+        f"{measured}, where the largest relative difference from its value is {rel:.1e}",
+    )
 
 
 def expressivity_live(steps: int, seed: int = 0) -> Evidence:
