@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socicnn import batched
+import socicnn.batched as batched_trainer
 from socicnn.batched import fit_batched
 from socicnn.families import FAMILIES, family_spec
 from socicnn.train import fit
@@ -37,7 +37,7 @@ def test_batched_runs_equal_one_at_a_time_runs(parameterisation, family, chunked
     (the reference families run the hand-written forward and backward pass, the library's autograd;
     ``chunked``: one model per chunk, as large sweeps run on a CPU)."""
     if chunked:
-        monkeypatch.setattr(batched, "CPU_CHUNK_FLOATS", 1)
+        monkeypatch.setattr(batched_trainer, "CPU_CHUNK_FLOATS", 1)
     X, Y, Xv, Yv = _data()
     spec = family_spec(family, 3, 6, 2, parameterisation=parameterisation)
     single = [fit(spec.build(dtype=torch.float64, seed=i), X[i], Y[i], Xv[i], Yv[i], seed=SEEDS[i], **OPTS)
