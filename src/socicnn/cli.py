@@ -33,7 +33,7 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 #: Columns never compared: wall-clock measurements differ from run to run.
-TIMING = re.compile(r"(^|_)(time|ms|seconds|s)$|^time")
+TIMING = re.compile(r"(^|[_ ])(time|ms|seconds|s)([_ ]|$)|^time")
 
 
 class UsageError(Exception):

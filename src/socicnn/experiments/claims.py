@@ -26,16 +26,20 @@ from . import expressivity, value_equivalence
 __all__ = [
     "Evidence",
     "approximation_ranking",
+    "degenerate_outcome",
     "directional_derivatives_at_ties",
     "expressivity_live",
     "expressivity_outcome",
+    "first_order_outcome",
     "forward_cost_ratio",
+    "hessian_outcome",
     "hessian_vs_autograd",
     "lp_value_equivalence",
     "prox_vs_socp",
     "slopes_vs_finite_differences",
     "value_equivalence_outcome",
     "verdict",
+    "whitebox_outcome",
 ]
 
 F64 = torch.float64
@@ -267,6 +271,46 @@ def prox_vs_socp(n_queries: int, seed: int = 0, d: int = 10, beta: float = 10.0)
     rel = float(((newton.value - socp.value).abs() / socp.value.abs().clamp_min(1.0))[solved].max())
     return Evidence(_holds(conv == n_queries and rel <= 1e-6),
                     f"{measured}, where the largest relative difference from its value is {rel:.1e}")
+
+
+# --------------------------------------------------------------------------- stored tables of C-F
+def first_order_outcome(table: pd.DataFrame, tol: float = 1e-6) -> Evidence:
+    """The first-order chapter's per-model table: holds when, on every model, the readout gradient
+    agrees with central finite differences within ``tol`` relative (inputs past the margin threshold)."""
+    fd, solver = float(table["max_rel_err_fd"].max()), float(table["max_rel_err_solver"].max())
+    return Evidence(_holds(fd <= tol), f"{len(table)} models: max relative error vs finite differences {fd:.1e}, "
+                                       f"vs the solver's duals {solver:.1e}")
+
+
+def hessian_outcome(table: pd.DataFrame, tol: float = 1e-10) -> Evidence:
+    """The local-Hessian chapter's table (per model and radius): holds when every model's readout
+    Hessian agrees with autograd within ``tol`` relative Frobenius error."""
+    per_model = table.groupby("model")["max_frob_rel_err"].max()
+    order = float(table["order"].iloc[0])
+    return Evidence(_holds(float(per_model.max()) <= tol),
+                    f"{len(per_model)} models: max relative Frobenius error {float(per_model.max()):.1e}; "
+                    f"Taylor residual order {order:.2f}")
+
+
+def degenerate_outcome(table: pd.DataFrame, tol: float = 1e-5) -> Evidence:
+    """The degenerate-inputs chapter's table (one row per degenerate point): holds when the forward
+    directional pass agrees with the conic maximum and with one-sided differences within ``tol``
+    at every point (the table has no column for the ``g . delta`` part, judged live)."""
+    conic, fd = float(table["forward_vs_conic"].max()), float(table["forward_vs_fd"].max())
+    return Evidence(_holds(conic <= tol and fd <= tol),
+                    f"{len(table)} degenerate points: forward vs conic maximum {conic:.1e}, vs one-sided "
+                    f"differences {fd:.1e}")
+
+
+def whitebox_outcome(table: pd.DataFrame, tol: float = 1e-6) -> Evidence:
+    """The white-box chapter's methods table: holds when face Newton converged (certified) on every
+    query and its largest relative gap to the SOCP optimum is at most ``tol``."""
+    rows = table.set_index("method")
+    n = int(rows.loc["socp", "queries within 1e-7"])  # the reference is within any tolerance of itself
+    face = rows.loc["newton (face)"]
+    conv, gap = int(face["converged"]), float(face["max rel. gap"])
+    return Evidence(_holds(conv == n and gap <= tol),
+                    f"face Newton certified on {conv} of {n} queries, largest relative gap to the SOCP {gap:.1e}")
 
 
 def expressivity_live(steps: int, seed: int = 0) -> Evidence:
