@@ -120,3 +120,17 @@ def test_batched_training_keeps_every_model_convex(family, parameterisation, see
             lhs = model(lam * a + (1 - lam) * b)
             rhs = lam[:, 0] * model(a) + (1 - lam[:, 0]) * model(b)
         assert bool((lhs <= rhs + 1e-9 * (1 + rhs.abs())).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["softplus", "soc"])
+def test_cuda_runs_equal_cpu_runs(family):
+    """On a GPU every model goes through at once (no chunks); float64 results equal the CPU's."""
+    X, Y, Xv, Yv = _data()
+    spec = family_spec(family, 3, 6, 2, parameterisation="reference")
+    runs = {dev: fit_batched([spec.build(dtype=torch.float64, seed=i) for i in range(3)], X, Y, Xv, Yv,
+                             seeds=SEEDS, device=dev, **OPTS) for dev in ("cpu", "cuda")}
+    for a, b in zip(runs["cpu"], runs["cuda"], strict=True):
+        assert (a.steps, a.best_step) == (b.steps, b.best_step)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(q.cpu(), p, rtol=1e-9, atol=1e-11)
