@@ -10,6 +10,7 @@ from socicnn.experiments.claims import (
     Evidence,
     approximation_ranking,
     degenerate_outcome,
+    doubling_outcome,
     expressivity_outcome,
     first_order_outcome,
     hessian_outcome,
@@ -92,3 +93,13 @@ def test_outcomes_of_the_stored_tables_of_c_to_f_can_fail():
     assert whitebox_outcome(wb).outcome == "holds"
     assert whitebox_outcome(wb.assign(converged=[30, 29])).outcome == "fails"
     assert whitebox_outcome(wb.assign(**{"max rel. gap": [0.0, 1e-4]})).outcome == "fails"
+
+
+def test_doubling_outcome_measures_convergence_by_doubling():
+    keys = dict(dim=[5, 5, 5], target=["a", "b", "c"], model=["SOC-ICNN"] * 3, steps=[2000] * 3)
+    short = pd.DataFrame({"config": "long budget", **keys, "val_mse_mean": [1.0, 1.0, 1.0]})
+    twice = pd.DataFrame({"config": "long budget (2x steps)", **keys, "val_mse_mean": [0.99, 0.97, 0.5]})
+    assert doubling_outcome(short, twice).outcome == "partial"
+    assert doubling_outcome(short, twice.assign(val_mse_mean=[0.99, 0.99, 1.2])).outcome == "holds"
+    assert doubling_outcome(short, twice.assign(val_mse_mean=[0.5, 0.5, 0.99])).outcome == "fails"
+    assert doubling_outcome(short, twice.assign(config="other (2x steps)")).outcome is None

@@ -28,6 +28,7 @@ __all__ = [
     "approximation_ranking",
     "degenerate_outcome",
     "directional_derivatives_at_ties",
+    "doubling_outcome",
     "expressivity_live",
     "expressivity_outcome",
     "first_order_outcome",
@@ -186,6 +187,21 @@ def approximation_ranking(table: pd.DataFrame, share: float = 2 / 3) -> Evidence
     else:
         outcome = "fails"
     return Evidence(outcome, "; ".join(parts))
+
+
+def doubling_outcome(summary: pd.DataFrame, doubled_summary: pd.DataFrame) -> Evidence:
+    """A stored ladder and its doubled-budget run (:func:`~socicnn.experiments.function_approximation.doubling_table`):
+    holds when every doubled (dimension, target, model) result converged, partial when at least half did."""
+    from .function_approximation import DOUBLING_TOL, doubling_table
+
+    table = doubling_table(summary, doubled_summary)
+    conv, n = int(table["converged"].sum()), len(table)
+    if n == 0:
+        return Evidence(None, "no result in both runs")
+    outcome = "holds" if conv == n else ("partial" if 2 * conv >= n else "fails")
+    dims = ", ".join(map(str, sorted(table["dim"].unique())))
+    return Evidence(outcome, f"d = {dims}: {conv} of {n} results converged (twice the steps lower the best validation "
+                             f"MSE by < {DOUBLING_TOL:.0%}); largest drop {float(table['drop'].max()):.1%}")
 
 
 # --------------------------------------------------------------------------- dual readout
