@@ -575,9 +575,12 @@ def main(argv: list[str] | None = None) -> None:
     twice = [doubled(c) for c in ladder if c.name in args.double]
     jobs += [replace(c, dims=(d,)) for c in twice for d in (long_dims if c.budget.name == "long" else dims)]
     names += [c.name for c in twice]
-    # the reference configuration first, then the other short ones, then the long ones by dim
-    jobs.sort(key=lambda c: (c.name.endswith(DOUBLED_SUFFIX), c.budget.name == "long",
-                             c.dims[0] if c.budget.name == "long" else 0, names.index(c.name)))
+    # cheapest first, so that an interrupted run has stored the most: the short configurations
+    # (reference first), then the long ones by dim (each with its doubled run), those of the library
+    # parameterisation (autograd, the slowest) last
+    jobs.sort(key=lambda c: (c.budget.name == "long", c.parameterisation == "library",
+                             c.dims[0] if c.budget.name == "long" else 0, c.name.endswith(DOUBLED_SUFFIX),
+                             names.index(c.name)))
     done: dict[tuple[str, int], tuple[pd.DataFrame, float]] = {}
     order = {(c.name, c.dims[0]): i for i, c in enumerate(sorted(jobs, key=lambda c: (names.index(c.name), c.dims)))}
     t0 = time.perf_counter()
