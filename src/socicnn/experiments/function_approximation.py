@@ -528,12 +528,14 @@ def main(argv: list[str] | None = None) -> None:
     """Run the ladder at a profile and store its tables (the paper-scale run).
 
     ``python -m socicnn.experiments.function_approximation --profile paper [--dims 5 10 20 50]
-    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--workers 2] [--device cpu]``. Jobs are one
-    (configuration, dimension) each, run by ``--workers`` processes. Whenever a job completes,
-    ``function_approximation_reference`` (per-seed rows of the reference configuration) and
-    ``function_approximation_fair`` (mean and sd over seeds of every completed job) are rewritten
-    under the stored-results directory with provenance listing the completed jobs and their wall
-    times, so the tables only ever hold what finished.
+    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--double NAME ...] [--workers 2]
+    [--device cpu]``. Jobs are one (configuration, dimension) each, run by ``--workers`` processes.
+    Whenever a job completes, ``function_approximation_reference`` (per-seed rows of the reference
+    configuration), ``function_approximation_fair`` (mean and sd over seeds of every completed job)
+    and, with ``--double``, ``function_approximation_doubled`` (the named configurations again at
+    twice the steps: :func:`doubled`, the convergence check of :func:`doubling_table`) are rewritten
+    under ``--out`` with provenance listing the completed and pending jobs and their wall times, so
+    the tables only ever hold what finished.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
