@@ -4,15 +4,19 @@ For each dimension of the function-approximation grid (d = 5, 10, 20, 50 with th
 16/20/24/32) and each of the five parameter-matched families (the reference
 parameterisation), this trains ``M`` models (default 30: ten targets x three seeds, one group of
 the sweep) on one shared-input dataset per seed at batch 4096, for the same number of optimiser
-steps, twice in one run: one model after another with :func:`socicnn.train.fit`, and all ``M``
-at once with :func:`socicnn.batched.fit_batched`. Both runs include what a sweep pays per step
+steps, twice in one run: one model after another with :func:`socicnn.train.fit` (autograd,
+``torch.optim.Adam``), and all ``M`` together with :func:`socicnn.batched.fit_batched` (one
+parameter buffer, a hand-written forward and backward pass for these reference-parameterised
+families, Adam and clipping on the buffer; on a CPU the models go through in cache-sized chunks).
+Both runs include what a sweep pays per step
 (batch gather, clipping, Adam, the learning-rate schedule) and validate only at the end.
 Prints model-steps per second for both and their ratio; the target is a ratio >= 10 on the CPU.
 
 What batching can remove is the per-step overhead, not the arithmetic. To show where the ceiling
 is, the script also times one model at batch 64 (about the per-step overhead alone) and prints
-``ceiling = t(4096) / (t(4096) - t(64))``, the speed-up of a batched trainer that removed every
-overhead and kept the one-at-a-time arithmetic rate.
+``ceiling = t(4096) / (t(4096) - t(64))``, the speed-up of a trainer that removed every overhead
+and kept the one-at-a-time arithmetic rate (a hand-written pass can pass it slightly by making
+fewer passes over the activations).
 
     python benchmarks/bench_training.py [--device cpu|cuda|auto] [--models 30] [--steps 20] [--threads 1]
 

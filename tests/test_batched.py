@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import socicnn.batched as batched_trainer
 from socicnn.batched import fit_batched
 from socicnn.families import FAMILIES, family_spec
 from socicnn.train import fit
@@ -29,17 +30,22 @@ OPTS = dict(steps=60, batch_size=32, lr=0.05, eval_every=3, patience=3, clip_nor
 SEEDS = [5, 6, 5]
 
 
-@pytest.mark.parametrize("parameterisation", ["reference", "library"])
-def test_batched_runs_equal_one_at_a_time_runs(parameterisation):
-    """Float64: the same batches, clipping, Adam steps, validation, best state and early stop."""
+@pytest.mark.parametrize("parameterisation,family,chunked", [("library", "soc", False), ("reference", "soc", True),
+                                                              *(("reference", f, False) for f in FAMILIES)])
+def test_batched_runs_equal_one_at_a_time_runs(parameterisation, family, chunked, monkeypatch):
+    """Float64: the same batches, clipping, Adam steps, validation, best state and early stop
+    (the reference families run the hand-written forward and backward pass, the library's autograd;
+    ``chunked``: one model per chunk, as large sweeps run on a CPU)."""
+    if chunked:
+        monkeypatch.setattr(batched_trainer, "CPU_CHUNK_FLOATS", 1)
     X, Y, Xv, Yv = _data()
-    spec = family_spec("soc", 3, 6, 2, parameterisation=parameterisation)
+    spec = family_spec(family, 3, 6, 2, parameterisation=parameterisation)
     single = [fit(spec.build(dtype=torch.float64, seed=i), X[i], Y[i], Xv[i], Yv[i], seed=SEEDS[i], **OPTS)
               for i in range(3)]
     models = [spec.build(dtype=torch.float64, seed=i) for i in range(3)]
     batched = fit_batched(models, X, Y, Xv, Yv, seeds=SEEDS, device="cpu", **OPTS)
-    # the case exercises per-model early stopping: some runs stop, some do not
-    assert 0 < sum(r.stopped_early for r in single) < 3
+    if family == "soc":  # this case exercises per-model early stopping: some runs stop, some do not
+        assert 0 < sum(r.stopped_early for r in single) < 3
     for a, b in zip(single, batched, strict=True):
         assert (a.steps, a.best_step, a.stopped_early) == (b.steps, b.best_step, b.stopped_early)
         assert a.log["step"].tolist() == b.log["step"].tolist()
@@ -114,3 +120,17 @@ def test_batched_training_keeps_every_model_convex(family, parameterisation, see
             lhs = model(lam * a + (1 - lam) * b)
             rhs = lam[:, 0] * model(a) + (1 - lam[:, 0]) * model(b)
         assert bool((lhs <= rhs + 1e-9 * (1 + rhs.abs())).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["softplus", "soc"])
+def test_cuda_runs_equal_cpu_runs(family):
+    """On a GPU every model goes through at once (no chunks); float64 results equal the CPU's."""
+    X, Y, Xv, Yv = _data()
+    spec = family_spec(family, 3, 6, 2, parameterisation="reference")
+    runs = {dev: fit_batched([spec.build(dtype=torch.float64, seed=i) for i in range(3)], X, Y, Xv, Yv,
+                             seeds=SEEDS, device=dev, **OPTS) for dev in ("cpu", "cuda")}
+    for a, b in zip(runs["cpu"], runs["cuda"], strict=True):
+        assert (a.steps, a.best_step) == (b.steps, b.best_step)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(q.cpu(), p, rtol=1e-9, atol=1e-11)

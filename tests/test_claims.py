@@ -9,9 +9,14 @@ from socicnn.experiments.claims import (
     NONE,
     Evidence,
     approximation_ranking,
+    degenerate_outcome,
+    doubling_outcome,
     expressivity_outcome,
+    first_order_outcome,
+    hessian_outcome,
     value_equivalence_outcome,
     verdict,
+    whitebox_outcome,
 )
 
 H, P, F = Evidence("holds", ""), Evidence("partial", ""), Evidence("fails", "")
@@ -97,3 +102,30 @@ def test_energy_regret_outcomes_can_fail():
     assert energy_regret(table(1.5), "SOC").outcome == "partial"
     assert energy_regret(table(3.0), "SOC").outcome == "fails"
     assert energy_regret(table(1.0).iloc[1:], "SOC").outcome is None
+
+
+def test_outcomes_of_the_stored_tables_of_c_to_f_can_fail():
+    fo = pd.DataFrame({"max_rel_err_fd": [1e-9, 2e-9], "max_rel_err_solver": [1e-6, 1e-6]})
+    assert first_order_outcome(fo).outcome == "holds"
+    assert first_order_outcome(fo.assign(max_rel_err_fd=[1e-9, 1e-5])).outcome == "fails"
+    lh = pd.DataFrame({"model": [0, 0, 1], "max_frob_rel_err": [1e-16, 1e-16, 2e-16], "order": 3.0})
+    assert hessian_outcome(lh).outcome == "holds"
+    assert hessian_outcome(lh.assign(max_frob_rel_err=[1e-16, 1e-16, 1e-8])).outcome == "fails"
+    de = pd.DataFrame({"forward_vs_conic": [1e-9, 1e-8], "forward_vs_fd": [1e-8, 1e-7]})
+    assert degenerate_outcome(de).outcome == "holds"
+    assert degenerate_outcome(de.assign(forward_vs_fd=[1e-8, 1e-3])).outcome == "fails"
+    wb = pd.DataFrame({"method": ["socp", "newton (face)"], "queries within 1e-7": [30, 30],
+                       "converged": [29, 30], "max rel. gap": [0.0, 1e-12]})
+    assert whitebox_outcome(wb).outcome == "holds"
+    assert whitebox_outcome(wb.assign(converged=[30, 29])).outcome == "fails"
+    assert whitebox_outcome(wb.assign(**{"max rel. gap": [0.0, 1e-4]})).outcome == "fails"
+
+
+def test_doubling_outcome_measures_convergence_by_doubling():
+    keys = dict(dim=[5, 5, 5], target=["a", "b", "c"], model=["SOC-ICNN"] * 3, steps=[2000] * 3)
+    short = pd.DataFrame({"config": "long budget", **keys, "val_mse_mean": [1.0, 1.0, 1.0]})
+    twice = pd.DataFrame({"config": "long budget (2x steps)", **keys, "val_mse_mean": [0.99, 0.97, 0.5]})
+    assert doubling_outcome(short, twice).outcome == "partial"
+    assert doubling_outcome(short, twice.assign(val_mse_mean=[0.99, 0.99, 1.2])).outcome == "holds"
+    assert doubling_outcome(short, twice.assign(val_mse_mean=[0.5, 0.5, 0.99])).outcome == "fails"
+    assert doubling_outcome(short, twice.assign(config="other (2x steps)")).outcome is None

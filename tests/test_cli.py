@@ -111,3 +111,13 @@ def test_compare_refuses_to_call_nothing_a_match(tmp_path, capsys):
     (tmp_path / "stored" / "t.meta.json").write_text("{}")
     assert cli.main(argv) == 1
     assert "t.meta.json lacks" in capsys.readouterr().out
+
+
+def test_timing_columns_are_not_compared():
+    from socicnn.cli import TIMING
+
+    timing = ["train_time", "wall_time_s", "readout_s", "ms per query", "SOCP ms per query", "newton_ms_per_query",
+              "speedup", "time"]
+    kept = ["steps", "test_mse", "max iterations", "seeds", "best_step", "group_size", "rel_l2"]
+    assert all(TIMING.search(c) for c in timing)
+    assert not any(TIMING.search(c) for c in kept)

@@ -1,26 +1,35 @@
 """Train many small models of one architecture at once (the batched counterpart of :func:`~socicnn.train.fit`).
 
 A sweep such as the function-approximation benchmark trains hundreds of models with a few
-thousand parameters each. One at a time, every optimiser step is a few dozen tiny kernels and
-the time goes to per-operation overhead, not arithmetic. :func:`fit_batched` stacks the
-parameters of ``M`` models of one architecture along a leading axis
-(:func:`torch.func.stack_module_state`) and evaluates all of them in one call of
-:func:`torch.func.functional_call` under :func:`torch.func.vmap`, so one optimiser step of the
-``M`` models costs about as many kernel launches as one step of one model.
+thousand parameters each. One at a time, every optimiser step is a few dozen small kernels, each
+followed by its autograd bookkeeping, and the time goes to per-operation overhead and to many
+passes over small tensors. :func:`fit_batched` keeps the parameters of ``M`` models of one
+architecture in one ``(M, P)`` buffer and takes one optimiser step of all of them with one
+kernel per layer:
+
+- :class:`~socicnn.families.ReferenceICNN` models (the reference parameterisation of every
+  family) run a hand-written forward and backward pass: one batched matrix product per layer and
+  per gradient (``torch.bmm`` over the model axis), the activation's derivative recovered from
+  the stored activations, and no autograd graph;
+- any other architecture is evaluated by :func:`torch.func.functional_call` under
+  :func:`torch.func.vmap` with views of the buffer as its parameters, and differentiated by
+  autograd;
+- gradient clipping and Adam (with its coupled weight decay) act on the whole buffer at once.
 
 The result is the one-at-a-time loop's, model by model, up to floating-point reassociation:
 
 - each model sees the batches :func:`~socicnn.train.fit` would give it (a private generator per
   seed, a fresh permutation each epoch, the remainder batch kept), and its loss is its own mean
-  squared error (the summed loss has the same gradient per model);
-- gradient clipping uses each model's own global gradient norm, Adam's update and its coupled
-  weight decay are elementwise, and the learning-rate schedule is shared (equal budgets);
+  squared error;
+- gradient clipping uses each model's own global gradient norm, Adam's update
+  (:class:`torch.optim.Adam`'s arithmetic) and its coupled weight decay are elementwise, and the
+  learning-rate schedule is shared (equal budgets);
 - validation, best-state tracking and early stopping (``patience``) are per model; a model that
   stops keeps being carried along (its updates are ignored), so stopping never changes another
   model's arithmetic.
 
 Convexity is untouched: the models' constraints are built into their parameterisations (nonnegative
-weights through ``|.|`` or softplus), which ``functional_call`` evaluates unchanged.
+weights through ``|.|`` or softplus), which both paths evaluate unchanged.
 """
 
 from __future__ import annotations
@@ -33,15 +42,21 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
+from .families import ReferenceICNN
 from .profiles import resolve_device
 from .train import FitResult, _positive_int, check_fit_options, lr_factor
 
 __all__ = ["fit_batched"]
 
-
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+#: On a CPU, the hand-written pass takes as many models at once as keep ``(models, batch, width)``
+#: within this many floats (256 KiB in float32).
+CPU_CHUNK_FLOATS = 2**16
 def _stack_data(name: str, t, m: int, dtype: torch.dtype, dev: torch.device, ndims: tuple[int, ...]) -> torch.Tensor:
     if not isinstance(t, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(t).__name__}")
@@ -64,6 +79,159 @@ def _check_models(models: Sequence[nn.Module]) -> None:
     for i, m in enumerate(models[1:], 1):
         if type(m) is not type(models[0]) or [(n, p.shape, p.dtype) for n, p in m.named_parameters()] != ref:
             raise ValueError(f"model {i} does not have the architecture of model 0; batch models of one architecture")
+
+
+class _Stack:
+    """The parameters of ``M`` models of one architecture in one ``(M, P)`` buffer, with a
+    ``(M, ...)`` view per parameter name (in ``named_parameters`` order)."""
+
+    def __init__(self, models: Sequence[nn.Module], dev: torch.device) -> None:
+        named = list(models[0].named_parameters())
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        sizes = [p.numel() for _, p in named]
+        self.offsets = np.cumsum([0, *sizes]).tolist()
+        with torch.no_grad():
+            rows = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in models]
+            self.flat = torch.stack(rows).to(dev)
+        self.m = len(models)
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``flat`` ``(k, P)`` (some rows of the buffer) as a dict of ``(k, *shape)`` views."""
+        return {n: flat[:, a:b].view(flat.shape[0], *shape) for n, shape, a, b in
+                zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:], strict=True)}
+
+    def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The inverse of :meth:`views`: a dict of ``(k, *shape)`` tensors as one ``(k, P)`` tensor."""
+        return torch.cat([tensors[n].reshape(tensors[n].shape[0], -1) for n in self.names], 1)
+
+
+class _AutogradEngine:
+    """Any architecture: ``functional_call`` under ``vmap`` on views of the buffer, autograd."""
+
+    def __init__(self, models: Sequence[nn.Module], stack: _Stack) -> None:
+        self.stack = stack
+        self.buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in models]) for k, _ in
+                        models[0].named_buffers()}
+        template = copy.deepcopy(models[0]).to("meta")
+
+        def one(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, (p, b), (x,))
+
+        self.fwd = {2: vmap(one, in_dims=(0, 0, None)), 3: vmap(one, in_dims=(0, 0, 0))}
+
+    def predict(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.fwd[x.ndim](self.stack.views(flat), self.buffers, x)
+
+    def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = flat.detach().requires_grad_(True)
+        with torch.enable_grad():
+            losses = ((self.predict(leaf, x) - y) ** 2).mean(1)
+            (grad,) = torch.autograd.grad(losses.sum(), leaf)
+        return losses.detach(), grad
+
+
+class _ReferenceEngine:
+    """:class:`~socicnn.families.ReferenceICNN` (module docstring there), forward and backward
+    written out over the model axis: one ``bmm`` per layer and per gradient, no autograd.
+
+    On a CPU the models go through in chunks whose activations ``(chunk, batch, width)`` stay
+    within :data:`CPU_CHUNK_FLOATS` (a cache-sized working set: with every model at once, each of
+    the two dozen passes per step would stream its activations from memory); on a GPU all at once.
+    """
+
+    def __init__(self, model: ReferenceICNN, stack: _Stack, dev: torch.device) -> None:
+        self.stack = stack
+        self.in_dim, self.depth, self.width = model.in_dim, model.depth, model.width
+        self.softplus = model.activation == "softplus"
+        self.quad, self.norm = model.L is not None, model.A is not None
+        self.cpu = dev.type == "cpu"
+
+    def _chunks(self, rows: int) -> list[slice]:
+        m = self.stack.m
+        size = max(1, CPU_CHUNK_FLOATS // (rows * max(self.width, self.in_dim))) if self.cpu else m
+        return [slice(i, min(i + size, m)) for i in range(0, m, size)]
+
+    def _forward(self, p: dict, x: torch.Tensor, keep: bool):
+        m = p["b_out"].shape[0]
+        if x.ndim == 2:
+            x = x.expand(m, *x.shape)
+        zs, s = [], []
+        z = None
+        for l in range(self.depth):
+            a = torch.baddbmm(p[f"b.{l}"].unsqueeze(1), x, p[f"W.{l}"].transpose(1, 2))
+            if l:
+                s.append(F.softplus(p[f"U_raw.{l - 1}"]))
+                a.baddbmm_(z, s[-1].transpose(1, 2))
+            z = F.softplus(a) if self.softplus else a.clamp_min_(0.0)
+            zs.append(z)
+        s_out = F.softplus(p["u_out_raw"])
+        out = torch.baddbmm(p["b_out"].view(m, 1, 1), x, p["w_out"].unsqueeze(2))
+        out.baddbmm_(z, s_out.unsqueeze(2))
+        out = out.squeeze(2)
+        q = u = nrm = None
+        if self.quad:
+            q = torch.bmm(x, p["L"])
+            qq = (q * q).sum(2)
+            out.add_(qq.mul_((0.5 * (F.softplus(p["alpha_raw"]) + 1e-8)).unsqueeze(1)))
+        if self.norm:
+            u = torch.baddbmm(p["c"].unsqueeze(1), x, p["A"].transpose(1, 2))
+            nrm = torch.linalg.vector_norm(u, dim=2)
+            out.add_(nrm * (F.softplus(p["lam_raw"]) + 1e-8).unsqueeze(1))
+        return out, (x, zs, s, s_out, q, u, nrm) if keep else None
+
+    def predict(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._forward(self.stack.views(flat[c]), x if x.ndim == 2 else x[c], keep=False)[0]
+                          for c in self._chunks(x.shape[-2])])
+
+    def loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [self._loss_and_grad(flat[c], x if x.ndim == 2 else x[c], y[c]) for c in self._chunks(x.shape[-2])]
+        return torch.cat([l for l, _ in parts]), torch.cat([g for _, g in parts])
+
+    def _loss_and_grad(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.stack.views(flat)
+        out, (x, zs, s, s_out, q, u, nrm) = self._forward(p, x, keep=True)
+        r = out.sub_(y)
+        losses = (r * r).mean(1)
+        g = r.mul_(2.0 / y.shape[1])  # d(loss_m) / d(out_m), (M, B)
+        g3 = g.unsqueeze(1)  # (M, 1, B)
+        grads = {"w_out": torch.bmm(g3, x).squeeze(1), "b_out": g.sum(1),
+                 "u_out_raw": torch.bmm(g3, zs[-1]).squeeze(1).mul_(torch.sigmoid(p["u_out_raw"]))}
+        gz = g.unsqueeze(2) * s_out.unsqueeze(1)  # (M, B, h)
+        for l in range(self.depth - 1, -1, -1):
+            z = zs[l]
+            # relu' from relu(a) > 0; softplus' = sigmoid(a) = 1 - exp(-softplus(a))
+            ga = gz.mul_(torch.expm1(-z).neg_()) if self.softplus else torch.ops.aten.threshold_backward(gz, z, 0)
+            gat = ga.transpose(1, 2)
+            grads[f"W.{l}"] = torch.bmm(gat, x)
+            grads[f"b.{l}"] = ga.sum(1)
+            if l:
+                grads[f"U_raw.{l - 1}"] = torch.bmm(gat, zs[l - 1]).mul_(torch.sigmoid(p[f"U_raw.{l - 1}"]))
+                gz = torch.bmm(ga, s[l - 1].mT.contiguous().mT)  # column-major: CPU bmm's fast layout here
+        if self.quad:
+            alpha = F.softplus(p["alpha_raw"]) + 1e-8
+            grads["L"] = torch.bmm(x.transpose(1, 2), q * (g * alpha.unsqueeze(1)).unsqueeze(2))
+            grads["alpha_raw"] = 0.5 * (g * (q * q).sum(2)).sum(1) * torch.sigmoid(p["alpha_raw"])
+        if self.norm:
+            lam = F.softplus(p["lam_raw"]) + 1e-8
+            scale = torch.where(nrm > 0, g * lam.unsqueeze(1) / nrm.clamp_min(torch.finfo(nrm.dtype).tiny), 0.0)
+            du = u * scale.unsqueeze(2)
+            grads["A"] = torch.bmm(du.transpose(1, 2), x)
+            grads["c"] = du.sum(1)
+            grads["lam_raw"] = (g * nrm).sum(1) * torch.sigmoid(p["lam_raw"])
+        return losses, self.stack.flatten(grads)
+
+
+def _adam_step(flat, grad, exp_avg, exp_avg_sq, step: int, lr: float, weight_decay: float) -> None:
+    """:class:`torch.optim.Adam`'s update (single-tensor arithmetic, coupled weight decay) on the buffer."""
+    beta1, beta2 = ADAM_BETAS
+    if weight_decay:
+        grad = grad.add(flat, alpha=weight_decay)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step_size = lr / (1 - beta1**step)
+    denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(ADAM_EPS)
+    flat.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 def fit_batched(
@@ -128,19 +296,15 @@ def fit_batched(
 
     for model in models:
         model.to(dev).train()
-    params, buffers = stack_module_state(models)
-    template = copy.deepcopy(models[0]).to("meta")
-
-    def one(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, (p, b), (x,))
-
+    stack = _Stack(models, dev)
+    fused = type(models[0]) is ReferenceICNN
+    engine = _ReferenceEngine(models[0], stack, dev) if fused else _AutogradEngine(models, stack)
+    flat = stack.flat
     x_shared = Xt.ndim == 2
-    fwd_shared, fwd_each = vmap(one, in_dims=(0, 0, None)), vmap(one, in_dims=(0, 0, 0))
 
     def val_mse() -> torch.Tensor:
         with torch.no_grad():
-            pred = (fwd_shared if Xv.ndim == 2 else fwd_each)(params, buffers, Xv)
-            err = pred - yv
+            err = engine.predict(flat, Xv) - yv
             return (err * err).sum(1).double() / yv.shape[1]
 
     n = yt.shape[1]
@@ -151,15 +315,11 @@ def fit_batched(
     gens = {s: torch.Generator().manual_seed(s) for s in unique}
     which = torch.tensor([unique.index(int(s)) for s in seed_list], device=dev)
     rows_of = torch.arange(m, device=dev)[:, None]
-    plist = list(params.values())
-    optimizer = torch.optim.Adam(plist, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, schedule, warmup, final_lr_fraction)
-    )
+    exp_avg, exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
     max_norm = clip_norm if clip_norm is not None else float("inf")
 
     best_val = val_mse().cpu().numpy()
-    best = {k: v.detach().clone() for k, v in params.items()}
+    best = flat.clone()
     best_step = np.zeros(m, dtype=int)
     bad = np.zeros(m, dtype=int)
     active = np.ones(m, dtype=bool)
@@ -193,19 +353,11 @@ def fit_batched(
             idx = idx[which]  # (M, bs)
             xb = Xt[idx] if x_shared else Xt[rows_of, idx]
             yb = yt.gather(1, idx)
-        optimizer.zero_grad(set_to_none=True)
-        pred = (fwd_shared if xb.ndim == 2 else fwd_each)(params, buffers, xb)
-        losses = ((pred - yb) ** 2).mean(1)
-        losses.sum().backward()
-        with torch.no_grad():
-            norms = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad.reshape(m, -1), dim=1) for p in plist], 1), dim=1
-            )
-            coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-            for p in plist:
-                p.grad.mul_(coef.view(-1, *([1] * (p.ndim - 1))))
-        optimizer.step()
-        scheduler.step()
+        lr_now = lr * lr_factor(step, steps, schedule, warmup, final_lr_fraction)
+        losses, grad = engine.loss_and_grad(flat, xb, yb)
+        norms = torch.linalg.vector_norm(grad, dim=1)
+        grad.mul_((max_norm / (norms + 1e-6)).clamp_(max=1.0).unsqueeze(1))
+        _adam_step(flat, grad, exp_avg, exp_avg_sq, step + 1, lr_now, weight_decay)
         step += 1
         since_eval += 1
         loss_sum += losses.detach().double()
@@ -213,17 +365,17 @@ def fit_batched(
         if step % eval_every == 0 or step == steps:
             val = val_mse().cpu().numpy()
             train_loss = (loss_sum / since_eval).cpu().numpy()
-            grad = (grad_sum / since_eval).cpu().numpy()
+            grad_mean = (grad_sum / since_eval).cpu().numpy()
             synchronize()
             now = time.perf_counter() - t0
-            lr_now = optimizer.param_groups[0]["lr"]
+            lr_next = lr * lr_factor(step, steps, schedule, warmup, final_lr_fraction)  # as fit() logs it
             loss_sum.zero_()
             grad_sum.zero_()
             since_eval = 0
             improved = np.zeros(m, dtype=bool)
             for i in np.flatnonzero(active):
-                logs[i].append(dict(step=step, epoch=step / per_epoch, lr=lr_now, train_loss=float(train_loss[i]),
-                                    val_loss=float(val[i]), grad_norm=float(grad[i]), time=now))
+                logs[i].append(dict(step=step, epoch=step / per_epoch, lr=lr_next, train_loss=float(train_loss[i]),
+                                    val_loss=float(val[i]), grad_norm=float(grad_mean[i]), time=now))
                 if not math.isfinite(train_loss[i]) or not math.isfinite(val[i]):
                     active[i], taken[i] = False, step  # diverged: keep the best finite state
                 elif val[i] < best_val[i] * (1.0 - min_delta):
@@ -234,18 +386,14 @@ def fit_batched(
                         active[i], taken[i], stopped_early[i] = False, step, step < steps
             if improved.any():
                 mask = torch.as_tensor(improved, device=dev)
-                with torch.no_grad():
-                    for k, v in params.items():
-                        best[k][mask] = v.detach()[mask]
+                best[mask] = flat[mask]
     synchronize()
     elapsed = time.perf_counter() - t0
     results = []
     for i, model in enumerate(models):
         with torch.no_grad():
-            for k, p in model.named_parameters():
-                p.copy_(best[k][i])
-            for k, b in model.named_buffers():
-                b.copy_(buffers[k][i])
+            for p, v in zip(model.parameters(), stack.views(best).values(), strict=True):
+                p.copy_(v[i])
         model.eval()
         results.append(FitResult(
             model=model, log=pd.DataFrame(logs[i]), best_step=int(best_step[i]), best_val_loss=float(best_val[i]),

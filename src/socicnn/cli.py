@@ -32,8 +32,8 @@ from .profiles import DEVICES, PROFILES
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-#: Columns never compared: wall-clock measurements differ from run to run.
-TIMING = re.compile(r"(^|_)(time|ms|seconds|s)$|^time")
+#: Columns never compared: wall-clock measurements (and speed-ups computed from them) differ from run to run.
+TIMING = re.compile(r"(^|[_ ])(time|ms|seconds|s|speedup)([_ ]|$)|^time")
 
 
 class UsageError(Exception):

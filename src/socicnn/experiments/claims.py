@@ -27,17 +27,22 @@ __all__ = [
     "Evidence",
     "approximation_ranking",
     "decision_quality",
+    "degenerate_outcome",
     "directional_derivatives_at_ties",
+    "doubling_outcome",
     "energy_regret",
     "expressivity_live",
     "expressivity_outcome",
+    "first_order_outcome",
     "forward_cost_ratio",
+    "hessian_outcome",
     "hessian_vs_autograd",
     "lp_value_equivalence",
     "prox_vs_socp",
     "slopes_vs_finite_differences",
     "value_equivalence_outcome",
     "verdict",
+    "whitebox_outcome",
 ]
 
 F64 = torch.float64
@@ -232,6 +237,21 @@ def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 
     )
 
 
+def doubling_outcome(summary: pd.DataFrame, doubled_summary: pd.DataFrame) -> Evidence:
+    """A stored ladder and its doubled-budget run (:func:`~socicnn.experiments.function_approximation.doubling_table`):
+    holds when every doubled (dimension, target, model) result converged, partial when at least half did."""
+    from .function_approximation import DOUBLING_TOL, doubling_table
+
+    table = doubling_table(summary, doubled_summary)
+    conv, n = int(table["converged"].sum()), len(table)
+    if n == 0:
+        return Evidence(None, "no result in both runs")
+    outcome = "holds" if conv == n else ("partial" if 2 * conv >= n else "fails")
+    dims = ", ".join(map(str, sorted(table["dim"].unique())))
+    return Evidence(outcome, f"d = {dims}: {conv} of {n} results converged (twice the steps lower the best validation "
+                             f"MSE by < {DOUBLING_TOL:.0%}); largest drop {float(table['drop'].max()):.1%}")
+
+
 # --------------------------------------------------------------------------- dual readout
 def _random_model(d: int, seed: int) -> SOCICNN:
     return SOCICNN(d, (32, 32, 32), quad_dims=(d // 2,), norm_dims=(d // 2, d // 2), dtype=F64, seed=seed)
@@ -324,6 +344,46 @@ def prox_vs_socp(n_queries: int, seed: int = 0, d: int = 10, beta: float = 10.0)
         _holds(conv == n_queries and rel <= 1e-6),
         f"{measured}, where the largest relative difference from its value is {rel:.1e}",
     )
+
+
+# --------------------------------------------------------------------------- stored tables of C-F
+def first_order_outcome(table: pd.DataFrame, tol: float = 1e-6) -> Evidence:
+    """The first-order chapter's per-model table: holds when, on every model, the readout gradient
+    agrees with central finite differences within ``tol`` relative (inputs past the margin threshold)."""
+    fd, solver = float(table["max_rel_err_fd"].max()), float(table["max_rel_err_solver"].max())
+    return Evidence(_holds(fd <= tol), f"{len(table)} models: max relative error vs finite differences {fd:.1e}, "
+                                       f"vs the solver's duals {solver:.1e}")
+
+
+def hessian_outcome(table: pd.DataFrame, tol: float = 1e-10) -> Evidence:
+    """The local-Hessian chapter's table (per model and radius): holds when every model's readout
+    Hessian agrees with autograd within ``tol`` relative Frobenius error."""
+    per_model = table.groupby("model")["max_frob_rel_err"].max()
+    order = float(table["order"].iloc[0])
+    return Evidence(_holds(float(per_model.max()) <= tol),
+                    f"{len(per_model)} models: max relative Frobenius error {float(per_model.max()):.1e}; "
+                    f"Taylor residual order {order:.2f}")
+
+
+def degenerate_outcome(table: pd.DataFrame, tol: float = 1e-5) -> Evidence:
+    """The degenerate-inputs chapter's table (one row per degenerate point): holds when the forward
+    directional pass agrees with the conic maximum and with one-sided differences within ``tol``
+    at every point (the table has no column for the ``g . delta`` part, judged live)."""
+    conic, fd = float(table["forward_vs_conic"].max()), float(table["forward_vs_fd"].max())
+    return Evidence(_holds(conic <= tol and fd <= tol),
+                    f"{len(table)} degenerate points: forward vs conic maximum {conic:.1e}, vs one-sided "
+                    f"differences {fd:.1e}")
+
+
+def whitebox_outcome(table: pd.DataFrame, tol: float = 1e-6) -> Evidence:
+    """The white-box chapter's methods table: holds when face Newton converged (certified) on every
+    query and its largest relative gap to the SOCP optimum is at most ``tol``."""
+    rows = table.set_index("method")
+    n = int(rows.loc["socp", "queries within 1e-7"])  # the reference is within any tolerance of itself
+    face = rows.loc["newton (face)"]
+    conv, gap = int(face["converged"]), float(face["max rel. gap"])
+    return Evidence(_holds(conv == n and gap <= tol),
+                    f"face Newton certified on {conv} of {n} queries, largest relative gap to the SOCP {gap:.1e}")
 
 
 def expressivity_live(steps: int, seed: int = 0) -> Evidence:

@@ -53,6 +53,10 @@ __all__ = [
     "as_runs",
     "config_dict",
     "config_for",
+    "DOUBLED_SUFFIX",
+    "DOUBLING_TOL",
+    "doubled",
+    "doubling_table",
     "exact_soc_model",
     "GAP_MIN_RATIO",
     "gap_table",
@@ -175,6 +179,32 @@ def ladder_for(profile: str) -> list[SweepConfig]:
     return [ref, std, movable, longer, library]
 
 
+DOUBLED_SUFFIX = " (2x steps)"
+#: A long-budget run counts as converged by doubling when the same configuration with twice the
+#: steps (and twice the warm-up) lowers the seed-mean best validation MSE by less than this (relative).
+DOUBLING_TOL = 0.05
+
+
+def doubled(cfg: SweepConfig) -> SweepConfig:
+    """``cfg`` with twice the optimiser steps and warm-up (same schedule shape), renamed."""
+    b = cfg.budget
+    return replace(cfg, name=cfg.name + DOUBLED_SUFFIX, budget=replace(b, steps=2 * b.steps, warmup=2 * b.warmup))
+
+
+def doubling_table(summary: pd.DataFrame, doubled_summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (config, dim, target, model) present in both :func:`summarize` tables (the second run
+    at twice the steps, :func:`doubled`): the seed-mean best validation MSE at each budget, the
+    relative drop ``1 - val(2T) / val(T)`` and ``converged`` (drop below :data:`DOUBLING_TOL`)."""
+    keys = ["dim", "target", "model"]
+    base = summary.copy()
+    other = doubled_summary.assign(config=doubled_summary["config"].str.removesuffix(DOUBLED_SUFFIX))
+    merged = base.merge(other[["config", *keys, "val_mse_mean", "steps"]], on=["config", *keys], suffixes=("", "_2x"))
+    out = merged[["config", *keys, "steps", "val_mse_mean", "steps_2x", "val_mse_mean_2x"]].copy()
+    out["drop"] = 1.0 - out["val_mse_mean_2x"] / out["val_mse_mean"]
+    out["converged"] = out["drop"] < DOUBLING_TOL
+    return out
+
+
 @dataclass
 class SweepResult:
     """The tidy results ``table`` and the training ``logs`` keyed by
@@ -270,6 +300,7 @@ def run_sweep(
                         const_mse=float(((ds.y_test - const) ** 2).mean()),
                         const_rel_l2=float(torch.linalg.vector_norm(ds.y_test - const)
                                            / torch.linalg.vector_norm(ds.y_test)),
+                        val_mse=float(res.best_val_loss * sd[i] ** 2),
                         best_step=res.best_step, late_improvement=late,
                         converged=bool(res.stopped_early or late < CONVERGED_TOL),
                         train_time=group_time / len(models), group_time=group_time, group_size=len(models),
@@ -318,6 +349,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         const_rel_l2=("const_rel_l2", "mean"),
         converged=("converged", "all"),
         late_improvement=("late_improvement", "max"),
+        **({"val_mse_mean": ("val_mse", "mean")} if "val_mse" in table.columns else {}),
         best_step=("best_step", "mean"),
         steps=("steps", "max"),
         train_time=("train_time", "mean"),
@@ -496,12 +528,14 @@ def main(argv: list[str] | None = None) -> None:
     """Run the ladder at a profile and store its tables (the paper-scale run).
 
     ``python -m socicnn.experiments.function_approximation --profile paper [--dims 5 10 20 50]
-    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--workers 2] [--device cpu]``. Jobs are one
-    (configuration, dimension) each, run by ``--workers`` processes. Whenever a job completes,
-    ``function_approximation_reference`` (per-seed rows of the reference configuration) and
-    ``function_approximation_fair`` (mean and sd over seeds of every completed job) are rewritten
-    under the stored-results directory with provenance listing the completed jobs and their wall
-    times, so the tables only ever hold what finished.
+    [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--double NAME ...] [--workers 2]
+    [--device cpu]``. Jobs are one (configuration, dimension) each, run by ``--workers`` processes.
+    Whenever a job completes, ``function_approximation_reference`` (per-seed rows of the reference
+    configuration), ``function_approximation_fair`` (mean and sd over seeds of every completed job)
+    and, with ``--double``, ``function_approximation_doubled`` (the named configurations again at
+    twice the steps: :func:`doubled`, the convergence check of :func:`doubling_table`) are rewritten
+    under ``--out`` with provenance listing the completed and pending jobs and their wall times, so
+    the tables only ever hold what finished.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -516,6 +550,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="dims of the long-budget configurations (default: --dims)")
     parser.add_argument("--configs", nargs="*", default=None, help="a subset of the ladder, by name")
     parser.add_argument("--targets", nargs="*", default=None, help="a subset of the profile's targets")
+    parser.add_argument("--double", nargs="*", default=(), metavar="CONFIG",
+                        help="also run these configurations with twice the steps (the convergence check)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
@@ -534,10 +570,19 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"targets {sorted(set(args.targets) - set(ladder[0].targets))} are not in the "
                          f"{args.profile} grid {list(ladder[0].targets)}")
         ladder = [replace(c, targets=tuple(t for t in c.targets if t in args.targets)) for c in ladder]
+    if set(args.double) - set(names):
+        parser.error(f"unknown configuration(s) {sorted(set(args.double) - set(names))} to double; choose from {names}")
     jobs = [replace(c, dims=(d,)) for c in ladder if not args.configs or c.name in args.configs
             for d in (long_dims if c.budget.name == "long" else dims)]
-    # the reference configuration first, then the other short ones, then the long ones by dim
-    jobs.sort(key=lambda c: (c.budget.name == "long", c.dims[0] if c.budget.name == "long" else 0, names.index(c.name)))
+    twice = [doubled(c) for c in ladder if c.name in args.double]
+    jobs += [replace(c, dims=(d,)) for c in twice for d in (long_dims if c.budget.name == "long" else dims)]
+    names += [c.name for c in twice]
+    # cheapest first, so that an interrupted run has stored the most: the short configurations
+    # (reference first), then the long ones by dim (each with its doubled run), those of the library
+    # parameterisation (autograd, the slowest) last
+    jobs.sort(key=lambda c: (c.budget.name == "long", c.parameterisation == "library",
+                             c.dims[0] if c.budget.name == "long" else 0, c.name.endswith(DOUBLED_SUFFIX),
+                             names.index(c.name)))
     done: dict[tuple[str, int], tuple[pd.DataFrame, float]] = {}
     order = {(c.name, c.dims[0]): i for i, c in enumerate(sorted(jobs, key=lambda c: (names.index(c.name), c.dims)))}
     t0 = time.perf_counter()
@@ -552,17 +597,21 @@ def main(argv: list[str] | None = None) -> None:
             prov = dict(
                 jobs=[dict(config=k[0], dim=k[1], wall_time_s=round(done[k][1], 1)) for k in keys],
                 configs={c.name: config_dict(replace(c, dims=tuple(sorted(d for n, d in keys if n == c.name))))
-                         for c in ladder if any(n == c.name for n, _ in keys)},
+                         for c in [*ladder, *twice] if any(n == c.name for n, _ in keys)},
                 pending=[dict(config=c.name, dim=c.dims[0]) for c in jobs if (c.name, c.dims[0]) not in done],
                 trainer="socicnn.batched.fit_batched", workers=args.workers,
             )
             full = pd.concat([done[k][0] for k in keys], ignore_index=True)
             ref = full[full["config"] == "reference"]
+            twice_rows = full["config"].str.endswith(DOUBLED_SUFFIX)
             if len(ref):
                 save_table(ref, f"{args.out}/function_approximation_reference.csv", profile=args.profile,
                            device=args.device, **prov)
-            save_table(summarize(full), f"{args.out}/function_approximation_fair.csv", profile=args.profile,
-                       device=args.device, **prov)
+            save_table(summarize(full[~twice_rows]), f"{args.out}/function_approximation_fair.csv",
+                       profile=args.profile, device=args.device, **prov)
+            if twice_rows.any():
+                save_table(summarize(full[twice_rows]), f"{args.out}/function_approximation_doubled.csv",
+                           profile=args.profile, device=args.device, **prov)
 
 
 if __name__ == "__main__":
