@@ -10,7 +10,11 @@
    variables and is out of reach on a 2-core CPU; the conic time of 60 images is extrapolated
    from ``--conic-images`` solves, and says so). Untrained Conv-SOC weights (timing only).
 
-    python benchmarks/bench_conv.py [--threads 1] [--size 8] [--conic-images 3] [--images 60] [--max-iter 50]
+    python benchmarks/bench_conv.py [--threads 1] [--device cpu|cuda] [--size 8] [--conic-images 3]
+        [--images 60] [--max-iter 50] [--skip-forward] [--skip-restoration]
+
+On a GPU (``--device cuda``) the forward+backward times are wall-clock times with the device
+synchronised after each step.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ from bench_forward import fastest_times, step_fn
 import socicnn as sc
 from socicnn.conv_model import conv_family
 from socicnn.lifting import epigraph
+from socicnn.profiles import resolve_device
 
 TARGET_RATIO = 1.2
 
 
 def forward_backward(args) -> None:
-    print("1. forward+backward, batch 64 of 64x64 (float32, process CPU time)")
+    dev = resolve_device(args.device)
+    clock = "process CPU time" if dev.type == "cpu" else f"wall time on {torch.cuda.get_device_name(dev)}"
+    print(f"1. forward+backward, batch 64 of 64x64 (float32, {clock})")
     g = torch.Generator().manual_seed(0)
-    X = torch.rand(64, 1, 64, 64, generator=g)
-    C = torch.rand(64, 2, 64, 64, generator=g)
-    models = {f: conv_family(f, (1, 64, 64), dtype=torch.float32, seed=0) for f in ("Conv-SOC", "Conv-ReLU")}
+    X = torch.rand(64, 1, 64, 64, generator=g).to(dev)
+    C = torch.rand(64, 2, 64, 64, generator=g).to(dev)
+    models = {f: conv_family(f, (1, 64, 64), dtype=torch.float32, seed=0).to(dev) for f in ("Conv-SOC", "Conv-ReLU")}
 
     class WithContext(torch.nn.Module):
         def __init__(self, cm):
@@ -45,7 +52,7 @@ def forward_backward(args) -> None:
             return self.cm(x, C)
 
     steps = [step_fn(WithContext(m), X) for m in models.values()]
-    t_soc, t_relu = fastest_times(steps, args.min_run_time, args.rounds, cpu_time=True)
+    t_soc, t_relu = fastest_times(steps, args.min_run_time, args.rounds, cpu_time=dev.type == "cpu")
     for (name, m), t in zip(models.items(), (t_soc, t_relu), strict=True):
         print(f"  {name:10s} channels {m.backbone.channels} params {m.num_parameters():6d}  {1e3 * t:8.1f} ms")
     ratio = t_soc / t_relu
@@ -87,6 +94,9 @@ def restoration(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                        help="device of the forward+backward timing (restoration runs on the CPU)")
+    parser.add_argument("--skip-restoration", action="store_true")
     parser.add_argument("--size", type=int, default=8, help="image side for the restoration comparison")
     parser.add_argument("--conic-images", type=int, default=3)
     parser.add_argument("--images", type=int, default=60, help="images restored by minimize")
@@ -99,7 +109,8 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()} torch {torch.__version__}")
     if not args.skip_forward:
         forward_backward(args)
-    restoration(args)
+    if not args.skip_restoration:
+        restoration(args)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,10 @@ def test_provenance_records_the_checkout_only_when_run_from_it(tmp_path):
     source, commit, stored = json.loads(out.stdout.strip().splitlines()[-1])
     assert (source, commit) == ("installed", None)
     assert Path(stored) == site / "socicnn" / "data" / "results"
+    # A copy sent without its git directory names the commit it came from; its changes are unknown.
+    env[results.COMMIT_ENV] = "0123abcd"
+    out = subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])[:2] == ["copy", "0123abcd"]
 
 
 def test_a_run_records_the_commit_it_started_from(tmp_path):

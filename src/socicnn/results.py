@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 __all__ = [
+    "COMMIT_ENV",
     "OUT_ENV",
     "RESULTS_DIR",
     "STORED_ENV",
@@ -52,6 +53,7 @@ __all__ = [
 
 STORED_ENV = "SOCICNN_RESULTS_DIR"
 OUT_ENV = "SOCICNN_OUT"
+COMMIT_ENV = "SOCICNN_COMMIT"
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGES = ("socicnn", "torch", "numpy", "pandas", "scipy", "cvxpy", "clarabel")
 #: Keys every provenance record must hold for a table to be shown.
@@ -96,13 +98,17 @@ def checkout_root() -> Path | None:
 def checkout_state() -> tuple[str | None, bool | None]:
     """``(commit, has uncommitted changes)`` of :func:`checkout_root`, or ``(None, None)``.
 
+    A copy of a checkout without its git directory (a source tree sent to another machine) can
+    name the commit it was copied from in ``$SOCICNN_COMMIT``; its changes are then unknown (``None``).
+
     Taken once per process, at the first call (:func:`socicnn.profiles.setup` makes it at the
     start of a chapter), so a long run records the commit it started from, not the one the
     checkout has moved to when the run saves its table.
     """
     root = checkout_root()
     if root is None:
-        return None, None
+        commit = os.environ.get(COMMIT_ENV)
+        return (commit.strip(), None) if commit and commit.strip() else (None, None)
     status = _git(root, "status", "--porcelain")
     return _git(root, "rev-parse", "HEAD"), None if status is None else bool(status)
 
@@ -142,7 +148,7 @@ def provenance(profile: str, device: torch.device | str, **config) -> dict:
     commit, dirty = checkout_state()
     return {
         "package_version": _version("socicnn"),
-        "source": "checkout" if root is not None else "installed",
+        "source": "checkout" if root is not None else "copy" if commit else "installed",
         "git_commit": commit,
         "git_dirty": dirty,
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},

@@ -535,7 +535,8 @@ def main(argv: list[str] | None = None) -> None:
     and, with ``--double``, ``function_approximation_doubled`` (the named configurations again at
     twice the steps: :func:`doubled`, the convergence check of :func:`doubling_table`) are rewritten
     under ``--out`` with provenance listing the completed and pending jobs and their wall times, so
-    the tables only ever hold what finished.
+    the tables only ever hold what finished. A job that raises is listed under ``failed`` (with
+    its error) while the others go on, and the command then exits non-zero.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -584,13 +585,20 @@ def main(argv: list[str] | None = None) -> None:
                              c.dims[0] if c.budget.name == "long" else 0, c.name.endswith(DOUBLED_SUFFIX),
                              names.index(c.name)))
     done: dict[tuple[str, int], tuple[pd.DataFrame, float]] = {}
+    failed: list[dict] = []
     order = {(c.name, c.dims[0]): i for i, c in enumerate(sorted(jobs, key=lambda c: (names.index(c.name), c.dims)))}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run_job, cfg, args.device): cfg for cfg in jobs}
         for fut in as_completed(futures):
             cfg = futures[fut]
-            table, wall = fut.result()
+            try:
+                table, wall = fut.result()
+            except Exception as exc:  # one failed job is reported and the others go on
+                failed.append(dict(config=cfg.name, dim=cfg.dims[0], error=f"{type(exc).__name__}: {exc}"))
+                print(f"[{time.perf_counter() - t0:7.0f} s] {cfg.name} d={cfg.dims[0]} FAILED: {failed[-1]['error']}",
+                      flush=True)
+                continue
             done[(cfg.name, cfg.dims[0])] = (table, wall)
             print(f"[{time.perf_counter() - t0:7.0f} s] {cfg.name} d={cfg.dims[0]}: {wall:.0f} s", flush=True)
             keys = sorted(done, key=order.get)
@@ -598,7 +606,9 @@ def main(argv: list[str] | None = None) -> None:
                 jobs=[dict(config=k[0], dim=k[1], wall_time_s=round(done[k][1], 1)) for k in keys],
                 configs={c.name: config_dict(replace(c, dims=tuple(sorted(d for n, d in keys if n == c.name))))
                          for c in [*ladder, *twice] if any(n == c.name for n, _ in keys)},
-                pending=[dict(config=c.name, dim=c.dims[0]) for c in jobs if (c.name, c.dims[0]) not in done],
+                pending=[dict(config=c.name, dim=c.dims[0]) for c in jobs if (c.name, c.dims[0]) not in done
+                         and not any(f["config"] == c.name and f["dim"] == c.dims[0] for f in failed)],
+                failed=list(failed),
                 trainer="socicnn.batched.fit_batched", workers=args.workers,
             )
             full = pd.concat([done[k][0] for k in keys], ignore_index=True)
@@ -612,6 +622,9 @@ def main(argv: list[str] | None = None) -> None:
             if twice_rows.any():
                 save_table(summarize(full[twice_rows]), f"{args.out}/function_approximation_doubled.csv",
                            profile=args.profile, device=args.device, **prov)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(jobs)} jobs failed: "
+                         + "; ".join(f"{f['config']} d={f['dim']}: {f['error']}" for f in failed))
 
 
 if __name__ == "__main__":
