@@ -1,4 +1,4 @@
-"""Forward+backward time of SOC-ICNN vs a parameter-matched ReLU-ICNN (EXPERIMENTS.md G sizes).
+"""Forward+backward time of SOC-ICNN vs a parameter-matched ReLU-ICNN (the function-approximation benchmark sizes).
 
 Paper A claims the SOC blocks do not increase the order of the forward cost. For each benchmark
 dimension ``d`` (SOC-ICNN: depth 2, width 16/20/24/32, one quadratic and one norm block of rank

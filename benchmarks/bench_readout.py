@@ -36,13 +36,13 @@ def run(quick: bool = False, seed: int = 0) -> pd.DataFrame:
     dt = torch.float64
     min_time = 0.1 if quick else 0.5
     rows = []
-    # Gradient: the reference model of EXPERIMENTS.md C (d=20, width 64, depth 4, 2+2 blocks of dim 20).
+    # Gradient: the model of the first-order readout experiment (d=20, width 64, depth 4, 2+2 blocks of dim 20).
     model = sc.SOCICNN(20, (64,) * 4, (20, 20), (20, 20), dtype=dt, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     for n in (1, 100, 10_000):
         X = torch.randn(n, 20, generator=gen, dtype=dt)
         rows.append({"d": 20, "N": n, **gradient_timing(model, X, min_time)})
-    # Hessian and HVP: the model of EXPERIMENTS.md D (width 32, depth 3, 2+2 blocks of dim d).
+    # Hessian and HVP: the model of the local-Hessian experiment (width 32, depth 3, 2+2 blocks of dim d).
     for d in (10, 50, 100):
         model = sc.SOCICNN(d, (32,) * 3, (d, d), (d, d), dtype=dt, seed=seed)
         X = torch.randn(1000, d, generator=gen, dtype=dt)

@@ -13,7 +13,7 @@ from socicnn import SOCICNN
 from socicnn.families import FAMILIES, LABELS, ReferenceICNN, family_spec, matched_specs, parameter_table
 from socicnn.train import fit
 
-# EXPERIMENTS.md G: SOC-ICNN depth 2 at widths 16/20/24/32 for d = 5/10/20/50, blocks of rank d.
+# The function-approximation benchmark: SOC-ICNN depth 2 at widths 16/20/24/32 for d = 5/10/20/50, blocks of rank d.
 DOCUMENTED_DEPTHS = {
     (5, 16): dict(relu=3, softplus=3, quad=3, norm=3, soc=2),
     (10, 20): dict(relu=3, softplus=3, quad=3, norm=3, soc=2),
@@ -81,7 +81,7 @@ def test_every_family_stays_convex_after_training(family, seed):
     assert bool((lhs <= rhs + 1e-9 * (1 + rhs.abs())).all())
 
 
-# EXPERIMENTS.md G, the reference configuration: (depth, params) per dimension and family.
+# The function-approximation benchmark, reference configuration: (depth, params) per dimension and family.
 REFERENCE_COUNTS = {
     5: dict(soc=(2, 527), relu=(3, 822), softplus=(3, 822), quad=(3, 848), norm=(3, 853)),
     10: dict(soc=(2, 1083), relu=(3, 1491), softplus=(3, 1491), quad=(3, 1592), norm=(3, 1602)),
