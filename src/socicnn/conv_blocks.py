@@ -165,13 +165,29 @@ class ConvQuadraticBlock(SmoothBlock):
 
 
 # ============================================================================ grouped norm
+class _ConeNorm(torch.autograd.Function):
+    """``||c||`` over the cone axis ``-2`` with the gradient ``c / ||c||`` (0 at a zero cone: the
+    canonical selector ``r = 0``). The backward pass is written in differentiable operations, so
+    second derivatives (Hessian-vector products by double backward) work too."""
+
+    @staticmethod
+    def forward(ctx, c: torch.Tensor) -> torch.Tensor:
+        norm = (c * c).sum(-2).sqrt_()
+        ctx.save_for_backward(c, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        c, norm = ctx.saved_tensors
+        scale = torch.where(norm > 0, grad / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
+        return c * scale.unsqueeze(-2)
+
+
 def _cone_norms(c: torch.Tensor) -> torch.Tensor:
     """Euclidean norms over the cone axis (``-2``) of ``(..., G, s, P)``, with gradient 0 at a zero
     cone (the canonical selector ``r = 0``). Spelled out: ``vector_norm`` over a short strided
     axis is an order of magnitude slower on CPU."""
-    sq = (c * c).sum(-2)
-    nonzero = sq > 0
-    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+    return _ConeNorm.apply(c)
 
 
 @dataclass

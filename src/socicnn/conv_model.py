@@ -115,9 +115,11 @@ class ConvSOCICNN(ContextualModel):
     # ----------------------------------------------------------------- contexts
     def block_data(self, context: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         bb = self.backbone
-        parts = torch.split(self.context.apply(context), [c * bb.pixels for c in self.context_split], dim=-1)
         L = len(bb.channels)
-        data = [{f"b.{l}": parts[l] + bb.unit_bias(l) for l in range(L)}]
+        # the layers' own biases ride on the context convolution's per-channel bias (one pass)
+        bias = torch.cat([*bb.bias, bb.b0.new_zeros(self.context_split[-1])])
+        parts = torch.split(self.context.apply(context, bias), [c * bb.pixels for c in self.context_split], dim=-1)
+        data = [{f"b.{l}": parts[l] for l in range(L)}]
         data[0]["v"] = parts[L] / bb.pixels
         return data + [{} for _ in list(self.base.blocks())[1:]]
 
