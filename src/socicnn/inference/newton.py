@@ -637,6 +637,17 @@ def face_newton(
         face_dirs.append(-pt.curv.solve(s))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
+        # Where nothing decreased, the certificate's plain step -s / beta (steepest descent when
+        # its multipliers are the least-norm choice): it can leave a tie that the curvature of the
+        # pieces around it does not see, such as a cone sitting at its apex.
+        still = (~moved).nonzero().squeeze(1)
+        if still.numel():
+            xs, Fs, ms = _candidate_search(
+                model, idx[still], ya[still], beta[idx[still]], x[still], F[still],
+                [-s[still] / beta[idx[still], None]], dn[still], slope[still], constraint,
+            )  # fmt: skip
+            x_new[still], F_new[still] = xs, Fs
+            moved[still] = ms
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
         # step on the reached ties may still polish x to rounding level (its certificate is
         # checked at the next iteration); three iterations in a row without decrease is a stall.
