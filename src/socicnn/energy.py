@@ -29,7 +29,7 @@ from .inference import Box, certified_lower_bound
 from .solvers import resolve_solver
 from .train import FitResult, fit
 
-__all__ = ["BoxSolution", "ExactBoxSolve", "box_gap_bounds", "fit_energy"]
+__all__ = ["ExactBoxSolution", "ExactBoxSolve", "box_gap_bounds", "fit_energy"]
 
 
 class _Joint(nn.Module):
@@ -99,7 +99,7 @@ def box_gap_bounds(
 
 
 @dataclass
-class BoxSolution:
+class ExactBoxSolution:
     """Row-by-row exact solves: ``x`` ``(N, d)`` (clipped into the box), the solver's optimal
     values, statuses, the wall time of each solve and the solver's own reported solve time, and
     the solver's multipliers batched per block (for :func:`box_gap_bounds`)."""
@@ -162,7 +162,7 @@ class ExactBoxSolve:
 
     def solve(
         self, rows: int | None = None, *, accept_inaccurate: bool = False, skip_failures: bool = False, **solver_options
-    ) -> BoxSolution:
+    ) -> ExactBoxSolution:
         """Solve every row (``rows``: how many; default the model's rows, or 1 without per-row data).
 
         With ``skip_failures`` a row the solver fails on (or ends with a non-optimal status) gets
@@ -184,7 +184,7 @@ class ExactBoxSolve:
         failed = (np.full(self.model.in_dim, np.nan), np.nan, "solver_error", np.nan, np.nan, self._zero_multipliers())
         out = [failed if o is None else o for o in out]
         mults = [_stack([o[5][b] for o in out], kw) for b in range(len(self.lifts))]
-        return BoxSolution(
+        return ExactBoxSolution(
             x=torch.as_tensor(np.stack([o[0] for o in out]), **kw),
             solver_value=np.array([o[1] for o in out]),
             status=[o[2] for o in out],
