@@ -529,7 +529,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ``python -m socicnn.experiments.function_approximation --profile paper [--dims 5 10 20 50]
     [--long-dims 5 10] [--configs NAME ...] [--targets NAME ...] [--double NAME ...] [--workers 2]
-    [--device cpu]``. Jobs are one (configuration, dimension) each, run by ``--workers`` processes.
+    [--device cpu]``. ``--configs`` may name doubled configurations too (``"long budget (2x
+    steps)"``, with ``--double "long budget"``) to run only those. Jobs are one (configuration,
+    dimension) each, run by ``--workers`` processes.
     Whenever a job completes, ``function_approximation_reference`` (per-seed rows of the reference
     configuration), ``function_approximation_fair`` (mean and sd over seeds of every completed job)
     and, with ``--double``, ``function_approximation_doubled`` (the named configurations again at
@@ -558,8 +560,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ladder = ladder_for(args.profile)
     names = [c.name for c in ladder]
-    if args.configs and set(args.configs) - set(names):
-        parser.error(f"unknown configuration(s) {sorted(set(args.configs) - set(names))}; choose from {names}")
+    if set(args.double) - set(names):
+        parser.error(f"unknown configuration(s) {sorted(set(args.double) - set(names))} to double; choose from {names}")
+    doubled_names = [n + DOUBLED_SUFFIX for n in names if n in args.double]
+    if args.configs and set(args.configs) - set(names + doubled_names):
+        parser.error(f"unknown configuration(s) {sorted(set(args.configs) - set(names + doubled_names))}; "
+                     f"choose from {names + doubled_names}")
     grid = ladder[0].dims
     dims = tuple(args.dims or grid)
     long_dims = tuple(args.long_dims or dims)
@@ -571,12 +577,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"targets {sorted(set(args.targets) - set(ladder[0].targets))} are not in the "
                          f"{args.profile} grid {list(ladder[0].targets)}")
         ladder = [replace(c, targets=tuple(t for t in c.targets if t in args.targets)) for c in ladder]
-    if set(args.double) - set(names):
-        parser.error(f"unknown configuration(s) {sorted(set(args.double) - set(names))} to double; choose from {names}")
-    jobs = [replace(c, dims=(d,)) for c in ladder if not args.configs or c.name in args.configs
-            for d in (long_dims if c.budget.name == "long" else dims)]
     twice = [doubled(c) for c in ladder if c.name in args.double]
-    jobs += [replace(c, dims=(d,)) for c in twice for d in (long_dims if c.budget.name == "long" else dims)]
+    jobs = [replace(c, dims=(d,)) for c in [*ladder, *twice] if not args.configs or c.name in args.configs
+            for d in (long_dims if c.budget.name == "long" else dims)]
     names += [c.name for c in twice]
     # cheapest first, so that an interrupted run has stored the most: the short configurations
     # (reference first), then the long ones by dim (each with its doubled run), those of the library
@@ -617,8 +620,9 @@ def main(argv: list[str] | None = None) -> None:
             if len(ref):
                 save_table(ref, f"{args.out}/function_approximation_reference.csv", profile=args.profile,
                            device=args.device, **prov)
-            save_table(summarize(full[~twice_rows]), f"{args.out}/function_approximation_fair.csv",
-                       profile=args.profile, device=args.device, **prov)
+            if (~twice_rows).any():
+                save_table(summarize(full[~twice_rows]), f"{args.out}/function_approximation_fair.csv",
+                           profile=args.profile, device=args.device, **prov)
             if twice_rows.any():
                 save_table(summarize(full[twice_rows]), f"{args.out}/function_approximation_doubled.csv",
                            profile=args.profile, device=args.device, **prov)
