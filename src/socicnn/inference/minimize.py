@@ -9,9 +9,8 @@ after a solved step and grows fourfold after an unsolved one (every step decreas
 solved or not).
 
 Face Newton handles the set's linear rows and the kink rows densely, so this suits inputs of
-up to a few hundred coordinates. Known weak case: a minimiser on a norm-block kink whose face
-has weak curvature, where ``x`` gets within about ``1e-6`` of the minimiser but the certified
-gap stalls near ``tol = 1e-6`` (the test suite keeps such a model, certified at ``1e-5``).
+up to a few hundred coordinates. It is correct at any size but slow where many kinks change
+between the start and the minimiser (face Newton changes about one per iteration).
 
 **Certificate.** At a feasible ``x``, dual-feasible multipliers (the least-squares choice on the
 tied kinks and active constraint rows, projected into the blocks' dual sets) give a slope ``s``
