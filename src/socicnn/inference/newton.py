@@ -37,6 +37,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
+CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall escape (:func:`_certificate`)
 IDENTIFY_TAUS = (1e-1, 1e-2, 1e-3, 1e-4)  # distances to a tie of the identification guesses in face_newton
 LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 # Violated face multipliers released per round, worst first, among those at least RELEASE_FRACTION
@@ -379,33 +380,57 @@ def _regularised_solve(S, rhs, valid):
 
 
 # --------------------------------------------------------------------------- certificate
-def _certificate(pt: _Point, tie_tol: float, eq) -> tuple[torch.Tensor, torch.Tensor]:
+def _certificate(pt: _Point, tie_tol: float, eq, refine: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A certified subgradient ``s`` ``(n, d)`` and slack ``eps`` ``(n,)`` with
     ``F(z) >= F(x) - eps + s^T (z - x) + (beta/2)||z - x||^2`` for every feasible ``z``, hence
-    ``F(x) - F* <= eps + ||s||^2 / (2 beta)`` (see the module docstring)."""
+    ``F(x) - F* <= eps + ||s||^2 / (2 beta)`` (see the module docstring).
+
+    The tie multipliers are the least-squares fit of ``s = 0`` on the tied kinks and active rows,
+    made dual feasible by the blocks' clipping (a ReLU multiplier into its interval, a cone's into
+    its ball). Clipping can leave ``s`` far from the least-norm subgradient (then ``-s`` need not
+    even descend); ``refine > 0`` takes that many gradient steps on ``||s||^2 / 2`` from the fit
+    (step ``1 / ||J J^T||``, clipping after each) and keeps the smallest bound per query. Every
+    iterate is dual feasible, so each bound is valid."""
     K = pt.K
     tied_c = (pt.cres >= -tie_tol) | eq
     sel = torch.cat([pt.tied, tied_c], dim=-1)
-    seeds = torch.zeros_like(pt.k)
-    lam = torch.zeros_like(pt.cres)
+
+    def evaluate(spread):
+        seeds, lam = (spread[:, :K], spread[:, K:]) if spread is not None else (torch.zeros_like(pt.k), None)
+        slope, mults, _, _ = pt.duals(seeds, clip=pt.tied)
+        s = slope + pt.beta[:, None] * (pt.x - pt.y)
+        eps = None
+        for b, st, m in zip(pt.blocks, pt.states, mults, strict=True):
+            part = b.gap_slack(st, m)
+            eps = part if eps is None else eps + part
+        eps = eps.clamp(min=0.0)
+        if pt.rows is not None:
+            lam = torch.zeros_like(pt.cres) if lam is None else lam
+            lam = torch.where(eq, lam, lam.clamp(min=0.0)) * tied_c
+            s = s + lam @ pt.rows.C
+            eps = eps + torch.where(eq, (lam * pt.cres).abs(), lam * (-pt.cres).clamp(min=0.0)).sum(-1)
+        return s, eps
+
     got = pt.rows_of(sel, torch.zeros_like(pt.residuals()), kmax=sel.shape[-1])
-    if got is not None:
-        idx, valid, J, _ = got
-        mu = _regularised_solve(J @ J.transpose(-1, -2), -(J @ pt.g[..., None])[..., 0], valid)
-        spread = _scatter(idx, valid, mu, sel.shape[-1])
-        seeds, lam = spread[:, :K], spread[:, K:]
-    slope, mults, _, _ = pt.duals(seeds, clip=pt.tied)
-    s = slope + pt.beta[:, None] * (pt.x - pt.y)
-    eps = None
-    for b, st, m in zip(pt.blocks, pt.states, mults, strict=True):
-        part = b.gap_slack(st, m)
-        eps = part if eps is None else eps + part
-    eps = eps.clamp(min=0.0)
-    if pt.rows is not None:
-        lam = torch.where(eq, lam, lam.clamp(min=0.0)) * tied_c
-        s = s + lam @ pt.rows.C
-        eps = eps + torch.where(eq, (lam * pt.cres).abs(), lam * (-pt.cres).clamp(min=0.0)).sum(-1)
-    return s, eps
+    if got is None:
+        return evaluate(None)
+    idx, valid, J, _ = got
+    S = J @ J.transpose(-1, -2)
+    mu = _regularised_solve(S, -(J @ pt.g[..., None])[..., 0], valid)
+    s, eps = evaluate(_scatter(idx, valid, mu, sel.shape[-1]))
+    if refine <= 0:
+        return s, eps
+    best_s, best_eps = s, eps
+    bound = eps + (s * s).sum(-1) / (2 * pt.beta)
+    step = 1.0 / torch.linalg.matrix_norm(S, ord=2).clamp(min=torch.finfo(S.dtype).tiny)
+    for _ in range(refine):
+        mu = mu - step[:, None] * (J @ s[..., None])[..., 0] * valid
+        s, eps = evaluate(_scatter(idx, valid, mu, sel.shape[-1]))
+        new = eps + (s * s).sum(-1) / (2 * pt.beta)
+        better = new < bound
+        best_s = torch.where(better[:, None], s, best_s)
+        best_eps, bound = torch.where(better, eps, best_eps), torch.where(better, new, bound)
+    return best_s, best_eps
 
 
 def _per_row(beta, x: torch.Tensor) -> torch.Tensor:
@@ -649,14 +674,15 @@ def face_newton(
         face_dirs.append(-pt.curv.solve(s))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
-        # Where nothing decreased, the certificate's plain step -s / beta (steepest descent when
-        # its multipliers are the least-norm choice): it can leave a tie that the curvature of the
-        # pieces around it does not see, such as a cone sitting at its apex.
+        # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
+        # least-norm one (steepest descent): it can leave a tie that the curvature of the pieces
+        # around it does not see, such as a cone sitting at its apex.
         still = (~moved).nonzero().squeeze(1)
         if still.numel():
+            s_ref, _ = _certificate(pt.subset(still), tie_tol, eq_all, refine=CERTIFICATE_REFINE)
             xs, Fs, ms = _candidate_search(
                 model, idx[still], ya[still], beta[idx[still]], x[still], F[still],
-                [-s[still] / beta[idx[still], None]], dn[still], slope[still], constraint,
+                [-s_ref / beta[idx[still], None]], dn[still], slope[still], constraint,
             )  # fmt: skip
             x_new[still], F_new[still] = xs, Fs
             moved[still] = ms
