@@ -38,6 +38,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
 CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall escape (:func:`_certificate`)
+IDENTIFY_AFTER = 3  # iterations a query runs before the identification guesses join its candidates
 IDENTIFY_TAUS = (1e-1, 1e-2, 1e-3, 1e-4)  # distances to a tie of the identification guesses in face_newton
 LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
 # Violated face multipliers released per round, worst first, among those at least RELEASE_FRACTION
@@ -661,10 +662,13 @@ def face_newton(
         # Identification guesses: the kinks within tau of their tie (and the rows within tau of
         # active), for a ladder of tau, each as one face; near a degenerate optimum (many ties)
         # one of them is the optimal face, found in one step instead of one tie per iteration.
+        # Only for queries past IDENTIFY_AFTER iterations: most queries at large beta are solved
+        # sooner by the steps above, and the guesses cost one face solve each.
         near = torch.cat([pt.k.abs(), (-pt.cres).clamp(min=0.0)], dim=-1)
-        for tau in IDENTIFY_TAUS:
+        late = iterations[idx] > IDENTIFY_AFTER
+        for tau in IDENTIFY_TAUS if bool(late.any()) else ():
             guess = ties | (near <= tau)
-            fresh = (guess & ~ties).any(-1).nonzero().squeeze(1)
+            fresh = ((guess & ~ties).any(-1) & late).nonzero().squeeze(1)
             step = torch.zeros_like(dn)
             if fresh.numel():
                 step[fresh] = _face_direction(pt.subset(fresh), guess[fresh], -near[fresh], eq_all, rounds, kmax=d)
