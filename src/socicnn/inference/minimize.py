@@ -10,7 +10,8 @@ solved or not).
 
 Face Newton handles the set's linear rows and the kink rows densely, so this suits inputs of
 up to a few hundred coordinates. It is correct at any size but slow where many kinks change
-between the start and the minimiser (face Newton adds ties about one per iteration until its identification guesses take over).
+between the start and the minimiser (face Newton adds ties about one per iteration until its
+identification guesses take over).
 
 **Certificate.** At a feasible ``x``, dual-feasible multipliers (the least-squares choice on the
 tied kinks and active constraint rows, projected into the blocks' dual sets) give a slope ``s``

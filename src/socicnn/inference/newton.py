@@ -193,6 +193,7 @@ class _Point:
         )
         self.cres = x @ rows.C.T - rows.h if rows is not None else x.new_zeros(x.shape[0], 0)
         self._set_gradient()
+        self._stale = None  # kinks released since the gradient and curvature were computed
         self.curv = _Curvature(self) if curvature else None
         # Dense kink Jacobians are computed once, at this (root) point, and shared by subsets.
         self._root, self._jq, self._jac, self._jac_base = self, torch.arange(x.shape[0], device=x.device), {}, {}
@@ -273,9 +274,10 @@ class _Point:
         out.curv = None if self.curv is None else self.curv.subset(keep, out)
         return out
 
-    def release(self, at: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    def release(self, at: torch.Tensor, side: torch.Tensor, refresh: bool = True) -> torch.Tensor:
         """Set the pattern of the kink group of coordinate ``at`` ``(n,)`` (``-1``: none) to
-        ``side``; returns the released coordinates ``(n, K)``."""
+        ``side``; returns the released coordinates ``(n, K)``. With ``refresh=False`` the gradient
+        and the curvature are left for :meth:`refresh` (one update after several releases)."""
         group = torch.zeros_like(self.tied)
         start = 0
         for b, size in zip(self.blocks, self.sizes, strict=True):
@@ -288,16 +290,24 @@ class _Point:
         if bool(group.any()):
             self._update_jacobians(at, side)
             self.P = torch.where(group, side[:, None].to(self.P.dtype), self.P)
-            self._set_gradient()
-            curved = [
-                not b.piecewise_linear and bool(part.any())
-                for b, part in zip(self.blocks, self._split(group), strict=True)
-            ]
-            if self.curv is not None and not self.curv.free and any(curved):
-                self.curv = _Curvature(self)
-            elif self.curv is not None:
-                self.curv.pt = self
+            self._stale = group if self._stale is None else self._stale | group
+            if refresh:
+                self.refresh()
         return group
+
+    def refresh(self) -> None:
+        """The gradient and the curvature after the releases since the last refresh."""
+        stale, self._stale = self._stale, None
+        if stale is None:
+            return
+        self._set_gradient()
+        curved = [
+            not b.piecewise_linear and bool(part.any()) for b, part in zip(self.blocks, self._split(stale), strict=True)
+        ]
+        if self.curv is not None and not self.curv.free and any(curved):
+            self.curv = _Curvature(self)
+        elif self.curv is not None:
+            self.curv.pt = self
 
     def _update_jacobians(self, at: torch.Tensor, side: torch.Tensor) -> None:
         """Keep the cached dense Jacobians valid across a pattern flip of coordinate ``at``: by
@@ -489,10 +499,11 @@ def _face_direction(pt: _Point, cand, priority, eq, rounds: int, kmax: int):
         for j in range(at.shape[1]):  # the worst first: a release moves the duals below it
             aj, sj = at[:, j], side[:, j]
             is_kink = (aj >= 0) & (aj < pt.K)
-            group = sub.release(torch.where(is_kink, aj, -1), sj)
+            group = sub.release(torch.where(is_kink, aj, -1), sj, refresh=False)
             released[:, : pt.K] |= group
             row = torch.where((aj >= pt.K), aj, -1)
             released[torch.arange(row.shape[0], device=row.device)[row >= 0], row[row >= 0]] = True
+        sub.refresh()
         cand[todo] &= ~released
     return dx
 
