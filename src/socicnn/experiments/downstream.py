@@ -55,6 +55,7 @@ __all__ = [
     "adam_decisions",
     "build_models",
     "config_for",
+    "lpcf_comparison",
     "run",
     "summarize",
     "summarize_per_seed",
@@ -455,7 +456,7 @@ def per_seed(table: pd.DataFrame) -> pd.DataFrame:
         regret_mean=("regret", "mean"), regret_median=("regret", "median"), regret_max=("regret", "max"),
         rel_regret_mean=("rel_regret", "mean"), rel_regret_median=("rel_regret", "median"),
         rel_regret_max=("rel_regret", "max"), x_err=("x_err", "mean"), violation_max=("violation", "max"),
-        time=("time", "mean"), surrogate_gap_max=("surrogate_gap", "max"),
+        time=("time", "mean"), surrogate_gap_max=("surrogate_gap", "max"), train_time=("train_time", "first"),
     ).reset_index()
 
 
@@ -482,6 +483,34 @@ def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.Dat
     sub["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in zip(sub[f"{metric}_mean"], sub[f"{metric}_sd"], strict=True)]
     out = sub.pivot(index=["task", "dim"], columns="model", values="cell")
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
+
+
+def lpcf_comparison(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per (task, d) of a :func:`summarize` table with ``lpcf`` rows: its parameter count, fit
+    (test relative L2), mean regret and training time beside the SOC-ICNN's (bias and picnn) and
+    the best other family's; and one sentence per case with the ratios and lpcf's rank."""
+    ex = summary[summary["protocol"] == "exact"]
+    rows, lines = [], []
+    for (task, d), g in ex.groupby(["task", "dim"], sort=False):
+        g = g.set_index("key")
+        regret = g["regret_mean_mean"]
+        fam = regret.drop(index=[k for k in ("soc", "soc_picnn", "pcf", "lpcf") if k in regret.index])
+        r = dict(task=task, dim=d, lpcf_params=int(g.loc["lpcf", "params"]), soc_params=int(g.loc["soc", "params"]),
+                 lpcf_rel_l2=g.loc["lpcf", "rel_l2_mean"], soc_rel_l2=g.loc["soc", "rel_l2_mean"],
+                 lpcf_regret=regret["lpcf"], soc_regret=regret["soc"], picnn_regret=regret.get("soc_picnn", np.nan),
+                 best_family=LABELS[fam.idxmin()], best_family_regret=fam.min(),
+                 lpcf_train_s=g.loc["lpcf", "train_time_mean"], soc_train_s=g.loc["soc", "train_time_mean"])
+        rows.append(r)
+        rank = int((regret < regret["lpcf"]).sum()) + 1
+        lines.append(
+            f"{task}, d = {d}: lpcf ({r['lpcf_params']} parameters, {r['lpcf_params'] / r['soc_params']:.2f}x the "
+            f"SOC-ICNN's) has mean regret {regret['lpcf']:.3g}, {regret['lpcf'] / regret['soc']:.2f}x the SOC-ICNN's, "
+            f"{regret['lpcf'] / r['picnn_regret']:.2f}x the picnn SOC-ICNN's and {regret['lpcf'] / fam.min():.2f}x the "
+            f"best other family's ({r['best_family']}); rank {rank} of {len(regret)} models. Its test relative L2 "
+            f"error is {r['lpcf_rel_l2']:.3g} (SOC-ICNN {r['soc_rel_l2']:.3g}); a fit takes {r['lpcf_train_s']:.1f} s "
+            f"(SOC-ICNN {r['soc_train_s']:.1f} s)."
+        )
+    return pd.DataFrame(rows), lines
 
 
 def verdict(summary: pd.DataFrame) -> list[str]:

@@ -111,7 +111,8 @@ def fit_lpcf(
     """Fit ``lpcf``'s PCF to ``y ~ f(x, theta)`` (``x`` ``(N, n)``, ``theta`` ``(N, p)``, ``y``
     ``(N,)``) with explicit hidden widths of the main and the parameter network
     (:func:`matched_shape`), ReLU activations and no quadratic term (``lpcf``'s defaults), one
-    initial guess drawn from ``seed``, ``lpcf``'s training (full-batch Adam for ``adam_epochs``
+    initial guess drawn from ``seed`` (``lpcf`` draws it from NumPy's generator seeded with it),
+    ``lpcf``'s training (full-batch Adam for ``adam_epochs``
     iterations, then L-BFGS-B for at most ``lbfgs_epochs``) and its default regularisation.
     Deterministic for a given seed."""
     PCF = _pcf_class()
@@ -122,9 +123,13 @@ def fit_lpcf(
         raise ValueError(f"x (N, n), theta (N, p) and y (N,) must have N rows, got {x.shape}, {theta.shape}, {y.shape}")
     widths, widths_psi = tuple(widths), tuple(widths_psi)
     pcf = PCF(widths=list(widths), widths_psi=list(widths_psi), activation="relu")
-    with contextlib.redirect_stdout(io.StringIO()):  # lpcf prints progress bars
-        info = pcf.fit(y, x, theta, seeds=np.array([seed]), cores=1, adam_epochs=adam_epochs,
-                       lbfgs_epochs=lbfgs_epochs)
+    state = np.random.get_state()  # lpcf seeds NumPy's global generator with ``seed``: restored after
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # lpcf prints progress bars
+            info = pcf.fit(y, x, theta, seeds=np.array([seed]), cores=1, adam_epochs=adam_epochs,
+                           lbfgs_epochs=lbfgs_epochs)
+    finally:
+        np.random.set_state(state)
     return LPCFModel(pcf, x.shape[1], theta.shape[1], widths, widths_psi, float(info["time"]), float(info["R2"]))
 
 
