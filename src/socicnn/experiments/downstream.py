@@ -128,7 +128,7 @@ def config_for(profile: str) -> DownstreamConfig:
         smoke=DownstreamConfig(
             "smoke", (5,), ("budget_huber",), (2024, 2025), 40, 16, 6, 16, {5: 8}, steps=20,
             batch_size=256, patience=None, adam_instances=3, adam_restarts=2, adam_steps=10, fast_instances=1,
-            fast_models=("soc", "soc_picnn"), lpcf_adam_epochs=10, lpcf_lbfgs_epochs=20,
+            fast_models=("soc", "soc_picnn"), lpcf_adam_epochs=0, lpcf_lbfgs_epochs=30,
         ),
         book=DownstreamConfig(
             "book", (10,), ("budget_twocone_socp",), (2024, 2025, 2026), 200, 64, 40, 128,
