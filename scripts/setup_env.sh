@@ -28,12 +28,12 @@ fi
 stamp="$VENV/.socicnn-installed"
 want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_env.sh" | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing $TORCH_SPEC and socicnn[book,test] into $VENV"
+  echo "[setup] installing $TORCH_SPEC and socicnn[book,test,lpcf] into $VENV"
   quiet_pip install -q --upgrade pip
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     quiet_pip install -q "$TORCH_SPEC"
   fi
-  quiet_pip install -q -e "$ROOT[book,test]"
+  quiet_pip install -q -e "$ROOT[book,test,lpcf]"
   echo "$want" > "$stamp"
 fi
 

@@ -131,3 +131,13 @@ def test_decision_quality_judges_the_exact_regrets():
     assert decision_quality(table([0.5, 1.05, 0.9])).outcome == "holds"
     assert decision_quality(table([0.5, 2.0, 3.0])).outcome == "partial"
     assert decision_quality(table([1.2, 2.0, 3.0])).outcome == "fails"
+
+
+def test_decision_quality_counts_lpcf_among_the_others():
+    from socicnn.experiments.claims import decision_quality
+
+    rows = [dict(task="t", dim=10, key=key, protocol="exact", seed=0, regret_mean=regret)
+            for key, regret in (("soc", 0.9), ("relu", 1.0), ("lpcf", 0.5), ("pcf", 0.1))]
+    ev = decision_quality(pd.DataFrame(rows))
+    assert ev.outcome == "fails" and "ratio SOC / best other 1.80" in ev.measured  # lpcf counts, pcf does not
+    assert decision_quality(pd.DataFrame(rows[:2])).outcome == "holds"

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXTRAS = ("book", "test")  # what scripts/setup_env.sh installs; the optional mosek extra is not in the env
+EXTRAS = ("book", "test", "lpcf")  # what scripts/setup_env.sh installs; the optional mosek extra is not in the env
 TORCH_PIN = re.compile(r"torch==([0-9][0-9A-Za-z.+]*)")
 
 

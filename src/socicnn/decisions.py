@@ -31,7 +31,7 @@ from .inference.constraints import Constraint
 from .lifting import BlockData
 from .solvers import resolve_solver
 
-__all__ = ["DECIDE_METHODS", "DecisionResult", "DecisionSOCP", "decide", "violation"]
+__all__ = ["DECIDE_METHODS", "DecisionResult", "DecisionSOCP", "decide", "socp_result", "solve_problem", "violation"]
 
 DECIDE_METHODS = ("auto", "socp")
 
@@ -118,40 +118,59 @@ class DecisionSOCP:
         """One instance: ``(x, solver value, solver duality gap, status, wall time, solver time)``;
         ``x`` is ``None`` when the solver returned no point."""
         self.data.set(row)
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                data, chain, inverse = self.problem.get_problem_data(self.solver)
-                raw = chain.solve_via_data(self.problem, data, solver_opts=solver_options)
-                inverse[-1].solver_options = solver_options
-                self.problem.unpack_results(raw, chain, inverse)
-            status = self.problem.status
-        except cp.error.SolverError:
-            raw, status = None, "solver_error"
-        elapsed = time.perf_counter() - t0
-        primal, dual = getattr(raw, "obj_val", None), getattr(raw, "obj_val_dual", None)
-        gap = abs(float(primal) - float(dual)) if primal is not None and dual is not None else float("nan")
-        x = None if self.x.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) else self.x.value
-        value = float(self.problem.value) if x is not None else float("nan")
-        solver_time = float(getattr(raw, "solve_time", float("nan")) or float("nan"))
-        return (None if x is None else np.array(x, dtype=float)), value, gap, status, elapsed, solver_time
+        return solve_problem(self.problem, self.x, self.solver, **solver_options)
+
+
+def solve_problem(
+    problem: cp.Problem, x: cp.Variable, solver: str, **solver_options
+) -> tuple[np.ndarray | None, float, float, str, float, float]:
+    """Solve ``problem`` once with the parameters' current values: ``(x, solver value, solver
+    duality gap, status, wall time, solver time)``; ``x`` (flattened) is ``None`` when the solver
+    returned no point or a status other than optimal."""
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            data, chain, inverse = problem.get_problem_data(solver)
+            raw = chain.solve_via_data(problem, data, solver_opts=solver_options)
+            inverse[-1].solver_options = solver_options
+            problem.unpack_results(raw, chain, inverse)
+        status = problem.status
+    except cp.error.SolverError:
+        raw, status = None, "solver_error"
+    elapsed = time.perf_counter() - t0
+    primal, dual = getattr(raw, "obj_val", None), getattr(raw, "obj_val_dual", None)
+    gap = abs(float(primal) - float(dual)) if primal is not None and dual is not None else float("nan")
+    xv = None if x.value is None or status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) else x.value
+    value = float(problem.value) if xv is not None else float("nan")
+    solver_time = float(getattr(raw, "solve_time", float("nan")) or float("nan"))
+    return (None if xv is None else np.array(xv, dtype=float).reshape(-1)), value, gap, status, elapsed, solver_time
 
 
 def _decide_socp(model, constraint: Constraint, tol: float, solver: str, **solver_options) -> DecisionResult:
     n = model.rows if model.rows is not None else 1
     socp = DecisionSOCP(model, constraint, solver)
-    d = model.in_dim
+    solves = [socp.solve(i if model.rows is not None else None, **solver_options) for i in range(n)]
+
+    def values(x, ok):
+        return model.select(torch.nonzero(ok)[:, 0])(x) if model.rows else model(x)
+
+    return socp_result(solves, constraint, values, model.in_dim, model.dtype, tol)
+
+
+def socp_result(solves: list, constraint: Constraint, values, d: int, dtype: torch.dtype, tol: float) -> DecisionResult:
+    """The :class:`DecisionResult` of per-instance conic solves (:func:`solve_problem`'s tuples):
+    each point projected onto the set, ``values(x, ok)`` the model's values at the projected points
+    of the instances ``ok`` (a bool mask), gap bound = value minus the solver's dual objective."""
+    n = len(solves)
     xs = np.full((n, d), np.nan)
     lower = np.full(n, np.nan)
     times, solver_times, statuses = np.zeros(n), np.full(n, np.nan), []
-    for i in range(n):
-        x, value, gap, status, elapsed, st = socp.solve(i if model.rows is not None else None, **solver_options)
+    for i, (x, value, gap, status, elapsed, st) in enumerate(solves):
         statuses.append(status)
         times[i], solver_times[i] = elapsed, st
         if x is not None:
             xs[i], lower[i] = x, value - gap
-    dtype = model.dtype
     raw = torch.as_tensor(xs, dtype=dtype)
     ok = torch.isfinite(raw).all(-1)
     infeas = torch.full((n,), float("nan"), dtype=dtype)
@@ -162,7 +181,7 @@ def _decide_socp(model, constraint: Constraint, tol: float, solver: str, **solve
     with torch.no_grad():
         value = torch.full((n,), float("nan"), dtype=dtype)
         if bool(ok.any()):
-            value[ok] = model.select(torch.nonzero(ok)[:, 0])(x_out[ok]) if model.rows else model(x_out[ok])
+            value[ok] = torch.as_tensor(values(x_out[ok], ok), dtype=dtype)
     gap = value - torch.as_tensor(lower, dtype=dtype)
     solved = torch.tensor([s in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) for s in statuses])
     return DecisionResult(
