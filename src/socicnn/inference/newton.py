@@ -37,6 +37,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
+SLOW_DECREASE = 1e-9  # relative decrease below which an iteration also tries the stall escape
 CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall escape (:func:`_certificate`)
 IDENTIFY_AFTER = 3  # iterations a query runs before the identification guesses join its candidates
 IDENTIFY_TAUS = (1e-1, 1e-2, 1e-3, 1e-4)  # distances to a tie of the identification guesses in face_newton
@@ -692,15 +693,19 @@ def face_newton(
         # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
         # least-norm one (steepest descent): it can leave a tie that the curvature of the pieces
         # around it does not see, such as a cone sitting at its apex.
-        still = (~moved).nonzero().squeeze(1)
+        # Also where the decrease was negligible: a zigzag next to such a tie decreases by
+        # rounding-level amounts for many iterations.
+        slow = moved & (F - F_new <= SLOW_DECREASE * (1 + F.abs()))
+        still = (~moved | slow).nonzero().squeeze(1)
         if still.numel():
             s_ref, _ = _certificate(pt.subset(still), tie_tol, eq_all, refine=CERTIFICATE_REFINE)
             xs, Fs, ms = _candidate_search(
                 model, idx[still], ya[still], beta[idx[still]], x[still], F[still],
                 [-s_ref / beta[idx[still], None]], dn[still], slope[still], constraint,
             )  # fmt: skip
-            x_new[still], F_new[still] = xs, Fs
-            moved[still] = ms
+            take = ms & (Fs < F_new[still])
+            x_new[still[take]], F_new[still[take]] = xs[take], Fs[take]
+            moved[still] |= ms
         # Below sqrt(eps) the objective cannot see progress any more: without a decrease the face
         # step on the reached ties may still polish x to rounding level (its certificate is
         # checked at the next iteration); three iterations in a row without decrease is a stall.
