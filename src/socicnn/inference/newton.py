@@ -37,7 +37,7 @@ from .descent import ARMIJO, MAX_HALVINGS, LoopResult, objective
 
 __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
-SLOW_DECREASE = 1e-9  # relative decrease below which an iteration also tries the stall escape
+SLOW_FRACTION = 1e-3  # an iteration decreasing F by less than this share of the open gap also tries the stall escape
 CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall escape (:func:`_certificate`)
 IDENTIFY_AFTER = 3  # iterations a query runs before the identification guesses join its candidates
 IDENTIFY_TAUS = (1e-1, 1e-2, 1e-3, 1e-4)  # distances to a tie of the identification guesses in face_newton
@@ -638,6 +638,7 @@ def face_newton(
             break
         keep = (~done).nonzero().squeeze(1)
         idx, x, ya, F, pt, s = idx[keep], x[keep], ya[keep], F[keep], pt.subset(keep), s[keep]
+        bound = bound[keep]
         iterations[idx] += 1
         dn = -pt.curv.solve(pt.g)
         dk = pt.jvp(dn)
@@ -693,9 +694,9 @@ def face_newton(
         # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
         # least-norm one (steepest descent): it can leave a tie that the curvature of the pieces
         # around it does not see, such as a cone sitting at its apex.
-        # Also where the decrease was negligible: a zigzag next to such a tie decreases by
-        # rounding-level amounts for many iterations.
-        slow = moved & (F - F_new <= SLOW_DECREASE * (1 + F.abs()))
+        # Also where the decrease is negligible next to the certified gap still open: a zigzag
+        # next to such a tie decreases by tiny amounts for many iterations.
+        slow = moved & (F - F_new <= SLOW_FRACTION * bound)
         still = (~moved | slow).nonzero().squeeze(1)
         if still.numel():
             s_ref, _ = _certificate(pt.subset(still), tie_tol, eq_all, refine=CERTIFICATE_REFINE)
