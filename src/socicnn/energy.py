@@ -29,7 +29,7 @@ from .inference import Box, certified_lower_bound
 from .solvers import resolve_solver
 from .train import FitResult, fit
 
-__all__ = ["ExactBoxSolution", "ExactBoxSolve", "box_gap_bounds", "fit_energy"]
+__all__ = ["ExactBoxSolution", "ExactBoxSolve", "box_gap_bounds", "certified_gap", "fit_energy"]
 
 
 class _Joint(nn.Module):
@@ -96,6 +96,17 @@ def box_gap_bounds(
         out["dual"] = f - low
         out["dual_residual"] = readout.dual_residual(model, multipliers)
     return out
+
+
+def certified_gap(bounds: dict[str, torch.Tensor], dual_residual_tol: float) -> torch.Tensor:
+    """The certified bound ``(N,)`` on ``f(x) - min_box f`` from :func:`box_gap_bounds`: its
+    ``"strict"`` bound, or the smaller of that and the ``"dual"`` one where the multipliers'
+    ``"dual_residual"`` is at most ``dual_residual_tol * max(1, |f(x)|)`` (without multipliers,
+    ``"strict"`` alone)."""
+    if "dual" not in bounds:
+        return bounds["strict"]
+    ok = bounds["dual_residual"] <= dual_residual_tol * bounds["value"].abs().clamp(min=1.0)
+    return torch.where(ok, torch.minimum(bounds["strict"], bounds["dual"]), bounds["strict"])
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 
 from .. import readout
 from ..conv_model import CONV_FAMILIES, ConvSOCICNN, conv_family
-from ..energy import ExactBoxSolve, box_gap_bounds
+from ..energy import ExactBoxSolve, box_gap_bounds, certified_gap
 from ..energy_training import EnergyFit, fit_energy
 from ..ground_truth import box_gap_bound
 from ..images import image_patches
@@ -175,8 +175,7 @@ def restore_certified(cm: ConvSOCICNN, test: Corrupted, solver: str = "clarabel"
     X = sol.x.to(test.Y.dtype)
     bounds = box_gap_bounds(model, X, 0.0, 1.0, sol.multipliers, tie_tol=1e-9)
     scale = bounds["value"].abs().clamp(min=1.0)
-    dual_ok = bounds["dual_residual"] <= DUAL_RESIDUAL_TOL * scale
-    gap = torch.where(dual_ok, torch.minimum(bounds["strict"], bounds["dual"]), bounds["strict"])
+    gap = certified_gap(bounds, DUAL_RESIDUAL_TOL)
     return {
         "x": X,
         "lifted_value": torch.as_tensor(sol.solver_value, dtype=X.dtype),
