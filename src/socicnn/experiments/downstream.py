@@ -432,19 +432,30 @@ def run(cfg: DownstreamConfig, progress=print) -> tuple[pd.DataFrame, pd.DataFra
     d, from the first seed) and the checks over all cases: the largest ``|pm.at(theta)(x) - pm(x,
     theta)|``, the largest relative difference of certified fast and exact decision values, and the
     number of fast decisions left uncertified (``minimize`` stopped at its iteration cap)."""
-    tables, params, checks = [], [], {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0,
-                                      "lpcf_export": 0.0}
-    for task in cfg.tasks:
-        for d in cfg.dims:
-            for k, seed in enumerate(cfg.seeds):
-                table, info = run_case(cfg, task, d, seed, progress)
-                tables.append(table)
-                if k == 0:
-                    params.append(info["params"])
-                for name in ("at_equals_forward", "auto_socp_rel", "lpcf_export"):
-                    checks[name] = max(checks[name], info[name])
-                checks["fast_uncertified"] += info["fast_uncertified"]
+    tables, params, checks = [], [], _no_checks()
+    for task, d, seed in cases(cfg):
+        table, info = run_case(cfg, task, d, seed, progress)
+        tables.append(table)
+        if seed == cfg.seeds[0]:
+            params.append(info["params"])
+        _merge_checks(checks, info)
     return pd.concat(tables, ignore_index=True), pd.concat(params, ignore_index=True), checks
+
+
+def cases(cfg: DownstreamConfig) -> list[tuple[str, int, int]]:
+    """The ``(task, d, seed)`` cases of ``cfg``, smallest ``d`` first (an interrupted run has
+    whole dimensions done)."""
+    return [(task, d, seed) for d in cfg.dims for task in cfg.tasks for seed in cfg.seeds]
+
+
+def _no_checks() -> dict:
+    return {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0, "lpcf_export": 0.0}
+
+
+def _merge_checks(checks: dict, info: dict) -> None:
+    for name in ("at_equals_forward", "auto_socp_rel", "lpcf_export"):
+        checks[name] = max(checks[name], float(info[name]))
+    checks["fast_uncertified"] += int(info["fast_uncertified"])
 
 
 # ----------------------------------------------------------------- summaries
@@ -547,24 +558,45 @@ def verdict(summary: pd.DataFrame) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run a profile and store its per-seed table with provenance (``python -m ...downstream paper``)."""
-    from ..results import save_table, stored_dir
+    """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), saving the
+    per-seed table of the cases finished so far, with provenance, after every case; ``--resume``
+    skips the cases an earlier run of the same profile saved at ``--out``."""
+    from ..results import checkout_state, load_table, save_table, stored_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=("smoke", "book", "paper"))
     ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = config_for(args.profile)
-    t0 = time.perf_counter()
-    table, params, checks = run(cfg)
-    wall = time.perf_counter() - t0
     out = args.out or stored_dir() / "downstream_decisions.csv"
     config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
     config["width"] = {str(k): v for k, v in cfg.width.items()}
-    config["checks"] = {k: float(v) for k, v in checks.items()}
-    save_table(per_seed(table), out, profile=args.profile, device="cpu", wall_time=wall, **config)
-    print(f"wrote {out} in {wall / 60:.1f} min")
+    todo = cases(cfg)
+    tables, done, checks, wall0 = [], [], _no_checks(), 0.0
+    prior = load_table(out) if args.resume else None
+    if prior is not None:
+        if prior.meta["profile"] != args.profile:
+            raise SystemExit(f"{out} holds profile {prior.meta['profile']!r}, not {args.profile!r}; cannot resume")
+        tables.append(prior.table)
+        done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
+        checks = dict(prior.meta["config"]["checks"])
+        wall0 = prior.meta["wall_time_s"] or 0.0
+        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
+    checkout_state()  # the commit this run starts from (cached), recorded with every save
+    t0 = time.perf_counter()
+    for case in todo:
+        if case in done:
+            continue
+        table, info = run_case(cfg, *case, progress=lambda s: print(s, flush=True))
+        tables.append(per_seed(table))
+        done.append(case)
+        _merge_checks(checks, info)
+        save_table(pd.concat(tables, ignore_index=True), out, profile=args.profile, device="cpu",
+                   wall_time=wall0 + time.perf_counter() - t0, **config, checks=checks,
+                   cases_done=[list(c) for c in done], cases_total=len(todo))  # fmt: skip
+        print(f"saved {out}: {len(done)} of {len(todo)} cases ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
 
 
 if __name__ == "__main__":
