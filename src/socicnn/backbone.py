@@ -524,6 +524,47 @@ class ReLUBackbone(Backbone):
         return out
 
     # ----------------------------------------------------------------- lifting
+    # ----------------------------------------------------------------- primal-dual splitting
+    # The LP lifting: auxiliaries z_l >= 0, rows a_l(x, z_{l-1}) - z_l <= 0 priced by nu_l >= 0,
+    # cost c^T z_L + v^T x.
+    def pd_aux(self, x):
+        return [torch.relu(a) for a in self._preactivations(x, readout=False)]
+
+    def pd_project_aux(self, aux):
+        return [z.clamp(min=0.0) for z in aux]
+
+    def pd_affine(self, x, aux):
+        return [self._preactivation(l, x, aux[l - 1] if l else None, readout=False) - aux[l] for l in range(len(aux))]
+
+    def pd_adjoint(self, dual):
+        gz = []
+        for l, nu in enumerate(dual):
+            gz.append(-nu if l + 1 == len(dual) else self._up(l + 1, dual[l + 1]) - nu)
+        gx = None
+        for l, nu in enumerate(dual):
+            Wq = self._adjoint_x(l, nu)
+            if Wq is not None:
+                gx = Wq if gx is None else gx + Wq
+        return gx, gz
+
+    def pd_prox(self, w, sigma):
+        return [t.clamp(min=0.0) for t in w]
+
+    def pd_cost(self, x, aux):
+        v = self._v()
+        gz = [None] * (len(aux) - 1) + [self.c.expand_as(aux[-1])]
+        return v.expand_as(x), gz
+
+    def pd_multipliers(self, x, dual):
+        """``nu`` clipped into the dual set top-down: ``0 <= nu_L <= c``, ``0 <= nu_{l-1} <= s_l U_l^T nu_l``."""
+        out = list(dual)
+        up = self.c.expand_as(out[-1])
+        for l in range(len(out) - 1, -1, -1):
+            out[l] = torch.minimum(out[l].clamp(min=0.0), up)
+            if l > 0:
+                up = self._up(l, out[l])
+        return out
+
     def lift(self, x, data) -> BlockLift:
         """``min c^T z_L + v^T x + b0`` s.t. ``z_l >= a_l(x, z_{l-1})``, ``z >= 0`` (an LP)."""
         zs, cover, objective = self._lift_cover(x, data, lambda z, rhs: z >= rhs)
@@ -537,6 +578,8 @@ class ReLUBackbone(Backbone):
 class SoftplusBackbone(SmoothBlock, Backbone):
     """Softplus backbone: smooth, with closed-form gradient, Hessian and HVP readouts, and an
     exponential-cone lifting (``z >= log(1 + exp(a))``)."""
+
+    pd_smooth = True  # minimize(method='primal_dual') takes gradient steps on it
 
     activation = "softplus"
 
@@ -571,6 +614,23 @@ class SoftplusBackbone(SmoothBlock, Backbone):
             entropy = torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t)
             val = val + (nu * aff).sum(-1) - (upper * entropy).sum(-1)
         return val
+
+    # ----------------------------------------------------------------- primal-dual splitting
+    # Smooth: a gradient step, no duals; its multipliers are the canonical ones at x (tangent).
+    def pd_affine(self, x, aux):
+        return []
+
+    def pd_adjoint(self, dual):
+        return None, []
+
+    def pd_prox(self, w, sigma):
+        return []
+
+    def pd_cost(self, x, aux):
+        return self.dual_slope(self.multipliers(self.state(x))), None
+
+    def pd_multipliers(self, x, dual):
+        return self.multipliers(self.state(x))
 
     def _jacobians(self, st: BackboneState) -> list[torch.Tensor]:
         """``d a_l / dx`` ``(n, m_l, d)`` per layer, forward through the gates ``sigmoid(a)``."""

@@ -394,6 +394,43 @@ class ConvexBlock(nn.Module):
         """Effective weights as float64 NumPy arrays (for the lifting)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ primal-dual splitting
+    # Optional: what :func:`socicnn.inference.minimize` with ``method="primal_dual"`` asks. A
+    # block is ``h(K (x, w) + e)`` with its own auxiliary primal variables ``w`` (a lifting; none
+    # for most blocks), dual variables ``y`` and a linear cost; or a smooth function of ``x``.
+    # Duals and auxiliaries are lists of ``(n, .)`` tensors.
+    def pd_aux(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Starting auxiliary primal variables at ``x`` (feasible for them); none by default."""
+        return []
+
+    def pd_project_aux(self, aux: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Projection of the auxiliaries onto their simple set."""
+        return aux
+
+    def pd_affine(self, x: torch.Tensor, aux: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The affine image ``K (x, w) + e`` the dual variables price (one tensor per dual)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no primal-dual splitting; use minimize(..., method='face_newton')"
+        )
+
+    def pd_adjoint(self, dual: list[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """``K^T y``: the parts on ``x`` (``None``: zero) and on the auxiliaries."""
+        return self.dual_slope(dual[0]), []
+
+    def pd_prox(self, w: list[torch.Tensor], sigma: torch.Tensor) -> list[torch.Tensor]:
+        """``prox`` of ``sigma h*`` at ``w`` (``sigma`` ``(n, 1)``): the dual step."""
+        raise NotImplementedError
+
+    def pd_cost(self, x: torch.Tensor, aux: list[torch.Tensor]) -> tuple[torch.Tensor | None, list | None]:
+        """Gradient of the block's own cost (linear in the lifting, or a smooth block's gradient)
+        on ``x`` and on the auxiliaries (``None``: zero)."""
+        return None, None
+
+    def pd_multipliers(self, x: torch.Tensor, dual: list[torch.Tensor]) -> Any:
+        """Dual-feasible multipliers (this block's format) from the dual iterate: the projection
+        of ``y`` onto the dual set, so that the affine minorant they define bounds ``f_b``."""
+        return self.pd_prox(dual, torch.zeros(()))[0]
+
 
 class SmoothBlock(ConvexBlock, abstract=True):
     """A block without kinks: its kink methods are the empty ones."""

@@ -116,6 +116,13 @@ class ConvQuadraticBlock(SmoothBlock):
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         return torch.where(self.alpha > 0, 0.0, mult.abs().amax(dim=1))
 
+    def pd_affine(self, x, aux):
+        return [self._q(x)]
+
+    def pd_prox(self, w, sigma):
+        alpha = self._col(self.alpha, w[0])
+        return [w[0] * torch.where(alpha > 0, alpha / (alpha + sigma), 0.0)]
+
     def _hvp(self, w: torch.Tensor) -> torch.Tensor:
         """``alpha B^T B w`` for ``w`` ``(n, d)`` or ``(n, k, d)``."""
         return self.conv.adjoint(self._col(self.alpha, w) * self.conv.apply(w))
@@ -280,6 +287,16 @@ class GroupedNormBlock(ConvexBlock):
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         norms = _cone_norms(self._cones(mult))
         return torch.relu(norms - self._lam_cones(norms)).amax(dim=(-2, -1))
+
+    def pd_affine(self, x, aux):
+        return [self._u(x)]
+
+    def pd_prox(self, w, sigma):
+        cones = self._cones(w[0])
+        norms = _cone_norms(cones)
+        lam = self._lam_cones(norms)
+        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
+        return [(cones * shrink[:, :, None, :]).reshape(w[0].shape)]
 
     # -------------------------------------------------------------- curvature
     def _hvp(self, st: GroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:

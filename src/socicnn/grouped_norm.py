@@ -90,6 +90,15 @@ class GroupedNormBase(ConvexBlock, abstract=True):
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
         return mult @ self.A
 
+    def pd_affine(self, x, aux):
+        return [self._u(x)]
+
+    def pd_prox(self, w, sigma):
+        norms = torch.linalg.vector_norm(self._cones(w[0]), dim=-1)
+        lam = self._lam_col(w[0].shape[0], w[0])
+        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
+        return [w[0] * self._spread(shrink)]
+
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vecdot(mult, self._u(x))
 

@@ -143,6 +143,16 @@ class NormBlock(ConvexBlock):
     def margin(self, st: NormState) -> torch.Tensor:
         return st.norm
 
+    def pd_affine(self, x, aux):
+        return [affine_image(x, self.A, self.data("d"))]
+
+    def pd_prox(self, w, sigma):
+        lam = self.lam.to(w[0].dtype)
+        lam = lam.expand(w[0].shape[0]) if lam.ndim == 0 else lam
+        norms = _row_norms(w[0])
+        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
+        return [w[0] * shrink[:, None]]
+
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vecdot(mult, affine_image(x, self.A, self.data("d")))
 

@@ -31,11 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_integer, check_model, check_real
+from .._checks import check_choice, check_integer, check_model, check_real
 from .constraints import Constraint, CvxpyConstraint, as_constraint
 from .newton import _certificate, _Point, _rows_and_eq, face_newton
+from .primal_dual import primal_dual
 
-__all__ = ["MinimizeResult", "certified_lower_bound", "minimize"]
+__all__ = ["METHODS", "MinimizeResult", "certified_lower_bound", "minimize"]
+
+METHODS = ("face_newton", "primal_dual")
 
 # log2 changes of a row's proximal weight after a solved / an unsolved step: solved steps let
 # the weight fall fast (the last steps then reach the optimum of f itself, where the certificate
@@ -96,9 +99,10 @@ def minimize(
     x0=None,
     *,
     tol: float = 1e-6,
-    max_iter: int = 100,
+    max_iter: int | None = None,
     inner_iter: int = 4,
     tie_tol: float | None = None,
+    method: str = "face_newton",
 ) -> MinimizeResult:
     """Minimise ``f`` over a compact convex set ``C`` for a batch of rows, with a certified gap.
 
@@ -110,11 +114,17 @@ def minimize(
             projection of ``0`` onto ``C``, one row per row of the model's data (one row without).
         tol: relative tolerance of the certified gap: a row is solved when
             ``value - lower_bound <= tol * max(1, |value|)``.
-        max_iter: cap on the proximal steps per row.
+        max_iter: cap on the proximal steps per row (``"face_newton"``, default 100) or on the
+            iterations (``"primal_dual"``, default 20000).
         inner_iter: cap on the face-Newton iterations of one proximal step (steps may be
             inexact: each one only has to decrease ``f``; short steps measured fastest on the
             decision benchmark's models).
         tie_tol: kink tolerance (default ``0.1 sqrt(eps)`` of the dtype, as in ``prox``).
+        method: ``"face_newton"`` (the proximal point method above: exact on the kinks, dense in
+            the kink rows, for inputs up to a few hundred coordinates) or ``"primal_dual"``
+            (:mod:`~socicnn.inference.primal_dual`: matrix-free, every block's maps applied as
+            operators, for large inputs such as images; its certificate is the same kind of
+            lower bound, from the dual iterate projected onto the blocks' dual sets).
 
     Returns:
         A :class:`MinimizeResult` (no autograd history).
@@ -135,6 +145,9 @@ def minimize(
     tol = check_real("tol", tol)
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol}")
+    check_choice("method", method, METHODS)
+    if max_iter is None:
+        max_iter = 100 if method == "face_newton" else 20000
     max_iter, inner_iter = check_integer("max_iter", max_iter), check_integer("inner_iter", inner_iter)
     if max_iter < 0 or inner_iter < 1:
         raise ValueError(f"need max_iter >= 0 and inner_iter >= 1, got {max_iter} and {inner_iter}")
@@ -153,6 +166,10 @@ def minimize(
 
     t0 = time.perf_counter()
     n = x.shape[0]
+    if method == "primal_dual":
+        x, value, lower, iterations, _ = primal_dual(model, cons, x, tol=tol, max_iter=max_iter) if n else (
+            x, x.new_zeros(0), x.new_zeros(0), torch.zeros(0, dtype=torch.long), 0.0)
+        return _result(x, value, lower, iterations, tol, t0, vector)
     value = model(x) if n else x.new_zeros(0)
     lower = certified_lower_bound(model, x, cons, tie_tol) if n else x.new_zeros(0)
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -178,6 +195,11 @@ def minimize(
         iterations[running] += 1
         bound = certified_lower_bound(sub, x[running], cons, tie_tol)
         lower[running] = torch.maximum(lower[running], bound)
+    return _result(x, value, lower, iterations, tol, t0, vector)
+
+
+def _result(x, value, lower, iterations, tol, t0, vector) -> MinimizeResult:
+    n = x.shape[0]
     gap = value - lower
     converged = gap <= tol * value.abs().clamp(min=1.0)
     per_row = torch.full((n,), (time.perf_counter() - t0) / max(n, 1), dtype=torch.float64)
