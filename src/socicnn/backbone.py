@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import is_transformed
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, affine_image, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, abs_sums, affine_image, to_numpy
 
 ACTIVATIONS = ("relu", "softplus")
 
@@ -168,6 +168,11 @@ class Backbone(ConvexBlock, abstract=True):
     def _adjoint_z(self, l: int, q: torch.Tensor) -> torch.Tensor:
         """``U_l^T q`` ``(..., m_{l-1})`` for ``q`` ``(..., m_l)`` (``l >= 1``)."""
         return q @ self.U_eff(l)
+
+    def _abs_sums_x(self, l: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Row and column sums of ``|W_l|`` ``((m_l,), (d,))``; ``None`` without passthrough."""
+        W = self.W_eff(l)
+        return None if W is None else abs_sums(W)
 
     # ----------------------------------------------------------------- forward
     def _preactivation(self, l: int, x: torch.Tensor, z: torch.Tensor | None, readout: bool) -> torch.Tensor:
@@ -555,6 +560,22 @@ class ReLUBackbone(Backbone):
         gz = [None] * (len(aux) - 1) + [self.c.expand_as(aux[-1])]
         return v.expand_as(x), gz
 
+    def pd_abs_sums(self, x, aux):
+        n = x.shape[0]
+        rows, col_x, col_z = [], torch.zeros_like(x), [torch.ones_like(z) for z in aux]  # -z_l in row l
+        for l, z in enumerate(aux):
+            r = torch.ones_like(z)
+            sums = self._abs_sums_x(l)
+            if sums is not None:
+                r = r + sums[0].to(x.dtype)
+                col_x = col_x + sums[1].to(x.dtype)
+            if l > 0:  # U_l >= 0: row sums U_l s_l, column sums s_l U_l^T 1
+                s_l = self._zscale(l)
+                r = r + self._map_z(l, torch.ones_like(aux[l - 1]) if s_l is None else s_l.expand(n, -1))
+                col_z[l - 1] = col_z[l - 1] + self._up(l, torch.ones_like(z))
+            rows.append(r)
+        return rows, col_x, col_z
+
     def pd_multipliers(self, x, dual):
         """``nu`` clipped into the dual set top-down: ``0 <= nu_L <= c``, ``0 <= nu_{l-1} <= s_l U_l^T nu_l``."""
         out = list(dual)
@@ -625,6 +646,9 @@ class SoftplusBackbone(SmoothBlock, Backbone):
 
     def pd_prox(self, w, sigma):
         return []
+
+    def pd_abs_sums(self, x, aux):
+        return [], None, []
 
     def pd_cost(self, x, aux):
         return self.dual_slope(self.multipliers(self.state(x))), None

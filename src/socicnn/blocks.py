@@ -417,19 +417,33 @@ class ConvexBlock(nn.Module):
         """``K^T y``: the parts on ``x`` (``None``: zero) and on the auxiliaries."""
         return self.dual_slope(dual[0]), []
 
-    def pd_prox(self, w: list[torch.Tensor], sigma: torch.Tensor) -> list[torch.Tensor]:
-        """``prox`` of ``sigma h*`` at ``w`` (``sigma`` ``(n, 1)``): the dual step."""
+    def pd_prox(self, w: list[torch.Tensor], sigma: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``prox`` of ``h*`` at ``w`` in the metric of the dual steps ``sigma`` (shaped like ``w``,
+        as :meth:`pd_dual_steps` returns them): the dual step."""
         raise NotImplementedError
+
+    def pd_dual_steps(self, sigma: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Dual step sizes the block's :meth:`pd_prox` is exact for, at most ``sigma`` (default:
+        ``sigma``; a cone's ball projection needs one step per cone)."""
+        return sigma
 
     def pd_cost(self, x: torch.Tensor, aux: list[torch.Tensor]) -> tuple[torch.Tensor | None, list | None]:
         """Gradient of the block's own cost (linear in the lifting, or a smooth block's gradient)
         on ``x`` and on the auxiliaries (``None``: zero)."""
         return None, None
 
+    def pd_abs_sums(self, x: torch.Tensor, aux: list[torch.Tensor]) -> tuple[list, torch.Tensor | None, list]:
+        """Row sums of ``|K|`` per dual tensor, and its column sums on ``x`` and on each auxiliary
+        (``(n, .)`` each; for diagonal preconditioning). Default: the block's ``_pd_map``
+        (``M`` dense ``(k, d)`` or a :class:`~socicnn.convmaps.ConvMap`)."""
+        rows, cols = abs_sums(self._pd_map())
+        n = x.shape[0]
+        return [rows.to(x.dtype).expand(n, -1)], cols.to(x.dtype).expand(n, -1), []
+
     def pd_multipliers(self, x: torch.Tensor, dual: list[torch.Tensor]) -> Any:
         """Dual-feasible multipliers (this block's format) from the dual iterate: the projection
         of ``y`` onto the dual set, so that the affine minorant they define bounds ``f_b``."""
-        return self.pd_prox(dual, torch.zeros(()))[0]
+        return self.pd_prox(dual, [torch.zeros(()) for _ in dual])[0]
 
 
 class SmoothBlock(ConvexBlock, abstract=True):
@@ -494,6 +508,14 @@ def affine_image(x: torch.Tensor, M: torch.Tensor, m0: torch.Tensor | None = Non
     if m0 is not None and m0.ndim == 2:
         return torch.addmm(m0, x, M.T)
     return (M @ x.T if m0 is None else torch.addmm(m0[:, None], M, x.T)).T
+
+
+def abs_sums(M) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column sums of ``|M|`` for a dense ``(k, d)`` matrix or a map with ``abs_sums()``."""
+    if isinstance(M, torch.Tensor):
+        A = M.detach().abs()
+        return A.sum(1), A.sum(0)
+    return M.abs_sums()
 
 
 def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:

@@ -109,6 +109,9 @@ class ConvBackbone(Backbone, abstract=True):
     def _adjoint_x(self, l: int, q: torch.Tensor) -> torch.Tensor:
         return self.x_maps[l].adjoint(q)
 
+    def _abs_sums_x(self, l: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_maps[l].abs_sums()
+
     def _map_z(self, l: int, z: torch.Tensor) -> torch.Tensor:
         return self.z_maps[l - 1].apply(z)
 

@@ -116,12 +116,15 @@ class ConvQuadraticBlock(SmoothBlock):
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         return torch.where(self.alpha > 0, 0.0, mult.abs().amax(dim=1))
 
+    def _pd_map(self):
+        return self.conv
+
     def pd_affine(self, x, aux):
         return [self._q(x)]
 
     def pd_prox(self, w, sigma):
         alpha = self._col(self.alpha, w[0])
-        return [w[0] * torch.where(alpha > 0, alpha / (alpha + sigma), 0.0)]
+        return [w[0] * torch.where(alpha > 0, alpha / (alpha + sigma[0]), 0.0)]
 
     def _hvp(self, w: torch.Tensor) -> torch.Tensor:
         """``alpha B^T B w`` for ``w`` ``(n, d)`` or ``(n, k, d)``."""
@@ -288,8 +291,14 @@ class GroupedNormBlock(ConvexBlock):
         norms = _cone_norms(self._cones(mult))
         return torch.relu(norms - self._lam_cones(norms)).amax(dim=(-2, -1))
 
+    def _pd_map(self):
+        return self.conv
+
     def pd_affine(self, x, aux):
         return [self._u(x)]
+
+    def pd_dual_steps(self, sigma):
+        return [self._spread(self._cones(sigma[0]).amin(-2))]
 
     def pd_prox(self, w, sigma):
         cones = self._cones(w[0])

@@ -91,6 +91,17 @@ class ConvMap(nn.Module):
         out = F.conv_transpose2d(img, self.weight, padding=self.kernel // 2)
         return out.reshape(*lead, self.in_dim)
 
+    def abs_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column sums of ``|K|`` ``((C_out H W,), (C_in H W,))``: the convolution and its
+        adjoint with ``|kernel|`` applied to ones (for diagonal preconditioning)."""
+        w = self.weight.detach().abs()
+        kw = {"dtype": w.dtype, "device": w.device}
+        rows = F.conv2d(torch.ones(1, self.in_channels, self.height, self.width, **kw), w, padding=self.kernel // 2)
+        cols = F.conv_transpose2d(
+            torch.ones(1, self.out_channels, self.height, self.width, **kw), w, padding=self.kernel // 2
+        )
+        return rows.reshape(-1), cols.reshape(-1)
+
     def dense(self) -> torch.Tensor:
         """The matrix ``(C_out H W, C_in H W)`` as a dense tensor (small maps only)."""
         if self.in_dim * self.out_dim > DENSE_MAP_LIMIT:

@@ -90,8 +90,14 @@ class GroupedNormBase(ConvexBlock, abstract=True):
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
         return mult @ self.A
 
+    def _pd_map(self):
+        return self.A
+
     def pd_affine(self, x, aux):
         return [self._u(x)]
+
+    def pd_dual_steps(self, sigma):
+        return [self._spread(self._cones(sigma[0]).amin(-1))]
 
     def pd_prox(self, w, sigma):
         norms = torch.linalg.vector_norm(self._cones(w[0]), dim=-1)

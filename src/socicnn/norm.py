@@ -143,8 +143,14 @@ class NormBlock(ConvexBlock):
     def margin(self, st: NormState) -> torch.Tensor:
         return st.norm
 
+    def _pd_map(self):
+        return self.A
+
     def pd_affine(self, x, aux):
         return [affine_image(x, self.A, self.data("d"))]
+
+    def pd_dual_steps(self, sigma):
+        return [sigma[0].amin(-1, keepdim=True).expand_as(sigma[0])]
 
     def pd_prox(self, w, sigma):
         lam = self.lam.to(w[0].dtype)

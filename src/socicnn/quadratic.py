@@ -126,12 +126,15 @@ class QuadraticBlock(SmoothBlock):
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
         return torch.where(self.alpha > 0, 0.0, mult.abs().amax(dim=1))
 
+    def _pd_map(self):
+        return self.B
+
     def pd_affine(self, x, aux):
         return [affine_image(x, self.B, self.data("e"))]
 
     def pd_prox(self, w, sigma):
         alpha = _col(self.alpha).to(w[0].dtype)
-        return [w[0] * torch.where(alpha > 0, alpha / (alpha + sigma), 0.0)]
+        return [w[0] * torch.where(alpha > 0, alpha / (alpha + sigma[0]), 0.0)]
 
     def face_curvature(self, st: QuadraticState, pattern: torch.Tensor) -> torch.Tensor:
         return self._factors(st.q.shape[0])

@@ -10,8 +10,9 @@ iteration is Chambolle and Pock's (2011; with a smooth term, Condat 2013 and Vu 
 
     (x, w)+ = P_C x P_w((x, w) - tau (cost' + K^T y)),    y+ = prox_{sigma h*}(y + sigma K(2 (x, w)+ - (x, w))),
 
-with ``tau = eta / omega``, ``sigma = eta omega``, ``eta = 0.9 / ||K||`` (power iteration per
-row) and PDLP's devices (Applegate et al., 2021): adaptive restarts, to the running average or
+with diagonal steps (Pock and Chambolle, 2011): ``tau_j = 0.9 / (omega sum_i |K_ij|)`` per primal
+coordinate and ``sigma_i = 0.9 omega / sum_j |K_ij|`` per dual one (the blocks report the sums of
+``|K|``), and PDLP's devices (Applegate et al., 2021): adaptive restarts, to the running average or
 the current iterate, whichever has the smaller certified gap, when that gap has fallen to 0.2 of
 its value at the last restart (or to 0.8 without progress since the previous check, or after a
 run of 0.36 of all iterations), and the primal weight ``omega`` updated at restarts from the
@@ -35,11 +36,11 @@ import math
 import torch
 
 from .. import readout
-from .constraints import Constraint
+from .constraints import Box, Constraint
 
 __all__ = ["primal_dual"]
 
-ETA = 0.9  # tau sigma ||K||^2 = ETA^2
+ETA = 0.9  # ||Sigma^(1/2) K T^(1/2)|| <= ETA
 POWER_ITERATIONS = 30
 THETA = 0.5  # primal-weight smoothing at restarts (PDLP's)
 RESTART_SUFFICIENT, RESTART_NECESSARY, RESTART_ARTIFICIAL = 0.2, 0.8, 0.36
@@ -117,28 +118,39 @@ def _lower_bound(split: _Split, x, dual, cons: Constraint) -> tuple[torch.Tensor
     return low, readout.dual_residual(split.model, mult)
 
 
-def _operator_norm(split: _Split, x: torch.Tensor, aux) -> torch.Tensor:
-    """``||K||`` per row by power iteration on ``K^T K`` (``(n,)``; 0 when nothing is lifted)."""
-    n = x.shape[0]
-    g = torch.Generator(device=x.device).manual_seed(0)
-    zx = torch.zeros_like(x)
-    zaux = [[torch.zeros_like(t) for t in a] for a in aux]
-    offsets = split.affine(zx, zaux)
-    if not any(o for o in offsets):
-        return x.new_zeros(n)
-    vx = torch.randn(x.shape, generator=g, dtype=x.dtype, device=x.device)
-    vaux = [[torch.randn(t.shape, generator=g, dtype=t.dtype, device=t.device) for t in a] for a in aux]
-    est = x.new_zeros(n)
-    for _ in range(POWER_ITERATIONS):
-        nrm = (_sqnorm([vx], n, x) + sum(_sqnorm(a, n, x) for a in vaux)).sqrt().clamp(min=1e-300)
-        vx = vx / nrm[:, None]
-        vaux = [[t / _col(nrm, t) for t in a] for a in vaux]
-        rows = split.linear(vx, vaux, zx, zaux, offsets)
-        est = sum(_sqnorm(r, n, x) for r in rows).sqrt()
-        vx, vaux = split.adjoint(rows, x)
-        vaux = [[t if t is not None else torch.zeros_like(z) for t, z in zip(a, za, strict=True)]
-                for a, za in zip(vaux, zaux, strict=True)]  # fmt: skip
-    return est * 1.01
+class _Steps:
+    """Diagonal step sizes (Pock and Chambolle, 2011, with ``alpha = 1``): ``tau_j = eta / (omega
+    sum_i |K_ij|)`` per primal coordinate (plus the smooth blocks' curvature ``lip`` on ``x``) and
+    ``sigma_i = eta omega / sum_j |K_ij|`` per dual coordinate, made constant where a block needs
+    it (a cone's ball projection is the proximal map only for one step per cone), so that
+    ``||Sigma^(1/2) K T^(1/2)|| <= eta < 1`` without an operator norm."""
+
+    def __init__(self, split: _Split, x, aux, lip: torch.Tensor, separable: bool, sums=None, omega=None) -> None:
+        self.split, self.lip, self.omega, self.separable = split, lip, omega, separable
+        if sums is None:
+            sums = [b.pd_abs_sums(x, a) for b, a in zip(split.blocks, aux, strict=True)]
+        self.sums = sums
+        self.col_x = torch.zeros_like(x)
+        for _, cx, _ in sums:
+            if cx is not None:
+                self.col_x = self.col_x + cx
+
+    def steps(self):
+        w = self.omega[:, None]
+        tau = 1.0 / (w * self.col_x / ETA + self.lip[:, None]).clamp(min=1e-300)
+        if not self.separable:  # the Euclidean projection is the proximal map for one step per row only
+            tau = tau.amin(-1, keepdim=True)
+        tau_aux = [[ETA / (_col(w, c) * c).clamp(min=1e-300) for c in cz] for _, _, cz in self.sums]
+        sigma = [
+            b.pd_dual_steps([ETA * _col(w, r) / r.clamp(min=1e-300) for r in rs])
+            for b, (rs, _, _) in zip(self.split.blocks, self.sums, strict=True)
+        ]
+        return tau.clamp(max=1e12), tau_aux, sigma
+
+    def select(self, keep, split):
+        sums = [(_rows(r, keep), None if c is None else c[keep], _rows(cz, keep)) for r, c, cz in self.sums]
+        out = _Steps(split, self.col_x[keep], None, self.lip[keep], self.separable, sums, self.omega[keep])
+        return out
 
 
 def _smooth_lipschitz(split: _Split, x: torch.Tensor) -> torch.Tensor:
@@ -236,22 +248,16 @@ def primal_dual(
         (list(m) if isinstance(m, (list, tuple)) else [m]) if b.pd_affine(x, a) else []
         for b, a, m in zip(split.blocks, aux, ro.multipliers, strict=True)
     ]
-    norm_k = _operator_norm(split, x, aux)
-    lip = _smooth_lipschitz(split, x)
+    st = _Steps(split, x, aux, _smooth_lipschitz(split, x), isinstance(cons, Box))
     if omega is None:
         ysq = _flat_sq(dual, n, x)
         w0 = (ysq / _flat_sq([x], n, x).clamp(min=1e-300)).sqrt()
-        omega_t = torch.where(ysq > 0, w0, torch.ones_like(w0)).clamp(1e-8, 1e8)
+        st.omega = torch.where(ysq > 0, w0, torch.ones_like(w0)).clamp(1e-8, 1e8)
     else:
-        omega_t = torch.full((n,), float(omega), dtype=x.dtype, device=x.device)
-
-    def steps(norm_k, lip, omega_t):
-        tau = 1.0 / (omega_t * norm_k / ETA + lip).clamp(min=1e-300)
-        sigma = ETA * omega_t / norm_k.clamp(min=1e-300)
-        return tau[:, None], sigma[:, None]
+        st.omega = torch.full((n,), float(omega), dtype=x.dtype, device=x.device)
 
     active = torch.arange(n, device=x.device)
-    tau, sigma = steps(norm_k, lip, omega_t)
+    tau, tau_aux, sigma = st.steps()
     anchor = (x, aux, dual)
     avg, count = (x, aux, dual), x.new_zeros(n)
     gap_restart = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
@@ -263,23 +269,23 @@ def primal_dual(
         gx, gaux = split.gradient(x, aux, dual)
         x_new = cons.project(x - tau * gx)
         aux_new = [
-            b.pd_project_aux([z - _col(tau, z) * g for z, g in zip(a, ga, strict=True)])
-            for b, a, ga in zip(split.blocks, aux, gaux, strict=True)
+            b.pd_project_aux([z - t * g for z, t, g in zip(a, ta, ga, strict=True)])
+            for b, a, ta, ga in zip(split.blocks, aux, tau_aux, gaux, strict=True)
         ]
         if any(split.smooth):  # the descent lemma on the smooth part, per row: else double its curvature
             s0, s1 = _smooth_value(split, x), _smooth_value(split, x_new)
             smooth_g = gx - split.adjoint(dual, x)[0]
             dx = x_new - x
-            bad = s1 > s0 + (smooth_g * dx).sum(-1) + 0.5 * lip * dx.pow(2).sum(-1) + 1e-12 * s0.abs()
+            bad = s1 > s0 + (smooth_g * dx).sum(-1) + 0.5 * st.lip * dx.pow(2).sum(-1) + 1e-12 * s0.abs()
             if bool(bad.any()):
-                lip = torch.where(bad, 2.0 * lip.clamp(min=1e-12), lip)
-                tau, sigma = steps(norm_k, lip, omega_t)
+                st.lip = torch.where(bad, 2.0 * st.lip.clamp(min=1e-12), st.lip)
+                tau, tau_aux, sigma = st.steps()
         xb = 2 * x_new - x
         auxb = [[2 * s - t for s, t in zip(a1, a0, strict=True)] for a1, a0 in zip(aux_new, aux, strict=True)]
         rows = split.affine(xb, auxb)
         dual = [
-            b.pd_prox([y + _col(sigma, r) * r for y, r in zip(ys, rs, strict=True)], sigma) if rs else []
-            for b, ys, rs in zip(split.blocks, dual, rows, strict=True)
+            b.pd_prox([y + sg * r for y, sg, r in zip(ys, sgs, rs, strict=True)], sgs) if rs else []
+            for b, ys, sgs, rs in zip(split.blocks, dual, sigma, rows, strict=True)
         ]
         x, aux = x_new, aux_new
         count = count + 1
@@ -317,16 +323,16 @@ def primal_dual(
             dprim = (_flat_sq(_sub([x, aux], [anchor[0], anchor[1]]), x.shape[0], x)).sqrt()
             ddual = (_flat_sq(_sub(dual, anchor[2]), x.shape[0], x)).sqrt()
             move = restart & (dprim > 1e-12) & (ddual > 1e-12)
-            omega_t = torch.where(
+            st.omega = torch.where(
                 move, torch.exp(THETA * torch.log(ddual.clamp(min=1e-300) / dprim.clamp(min=1e-300))
-                                + (1 - THETA) * torch.log(omega_t)), omega_t,
+                                + (1 - THETA) * torch.log(st.omega)), st.omega,
             ).clamp(1e-8, 1e8)  # fmt: skip
             anchor = _where(restart, [x, aux, dual], list(anchor))
             avg = _where(restart, [x, aux, dual], list(avg))
             count = torch.where(restart, 0.0, count)
             gap_restart = torch.where(restart, cand_gap, gap_restart)
             since = torch.where(restart, 0, since)
-            tau, sigma = steps(norm_k, lip, omega_t)
+            tau, tau_aux, sigma = st.steps()
         # --- drop the rows that are certified
         gap = best_up[active] - best_lo[active]
         done = gap <= tol * best_up[active].abs().clamp(min=1.0)
@@ -337,7 +343,7 @@ def primal_dual(
             model = split.model
             x, aux, dual = x[keep], _rows(aux, keep), _rows(dual, keep)
             anchor, avg = _rows(list(anchor), keep), _rows(list(avg), keep)
-            norm_k, lip, omega_t, count = norm_k[keep], lip[keep], omega_t[keep], count[keep]
+            st, count = st.select(keep, split), count[keep]
             gap_restart, gap_prev, since = gap_restart[keep], gap_prev[keep], since[keep]
-            tau, sigma = steps(norm_k, lip, omega_t)
+            tau, tau_aux, sigma = st.steps()
     return best_x, best_up, best_lo, iterations, worst_residual
