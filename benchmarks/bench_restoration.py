@@ -69,7 +69,8 @@ def main() -> None:
           f"{int(pd.iterations.max())}, worst certified gap {float(pd.gap_bound.max()):.2e}")  # fmt: skip
     print(f"Clarabel on {k} images: {per_image:.2f} s per image (its own solve time; wall with CVXPY "
           f"{float(sol.time.mean()):.2f} s), statuses {sorted(set(sol.status))}; "
-          f"primal-dual value minus Clarabel's, relative: {float(rel.min()):+.1e} .. {float(rel.max()):+.1e}")  # fmt: skip
+          f"primal-dual value minus Clarabel's, relative: {float(rel.min()):+.1e} .. "
+          f"{float(rel.max()):+.1e}")  # fmt: skip
     ratio = per_image * n / t_pd
     met = ratio > 1 and bool(pd.converged.all())
     print(f"batch of {n}: Clarabel's own time {per_image * n:.1f} s vs primal-dual {t_pd:.1f} s: {ratio:.1f}x "
