@@ -112,14 +112,14 @@ def make_data(size: int, n_train: int, n_test: int, seed: int = 0, dtype=torch.f
     )
 
 
-def train_family(family: str, data: Data, epochs: int, seed: int) -> tuple[ConvSOCICNN, EnergyFit]:
+def train_family(family: str, data: Data, epochs: int, seed: int, device="cpu") -> tuple[ConvSOCICNN, EnergyFit]:
     """A freshly initialised, parameter-matched ``family`` trained by the reference protocol (in
-    float32, the reference's precision and several times faster on CPU), returned in float64 for
-    restoration and certificates."""
+    float32, the reference's precision and several times faster on CPU) on ``device``, returned
+    in float64 (on ``device``) for restoration and certificates."""
     size = data.test.X.shape[-1]
     f32 = torch.float32
-    cm = conv_family(family, (1, size, size), dtype=f32, seed=seed)
-    x, c, e = data.train_x.to(f32), data.train_context.to(f32), data.train_energy.to(f32)
+    cm = conv_family(family, (1, size, size), dtype=f32, seed=seed, device=device)
+    x, c, e = (t.to(device=device, dtype=f32) for t in (data.train_x, data.train_context, data.train_energy))
     fit = fit_energy(cm, x, c, e, epochs=epochs, batch=BATCH, lr=LR, seed=seed)
     return cm.double(), fit
 
@@ -204,6 +204,7 @@ def restore_primal_dual(cm: ConvSOCICNN, test: Corrupted) -> dict:
     the dual iterate projected onto the blocks' dual sets (no solver output). Same keys as
     :func:`restore_certified` (``certified_strict`` counts every certified row: the bound trusts
     nothing but the model)."""
+    test = _on_device(test, cm)
     n = test.Y.shape[0]
     with torch.no_grad():
         model = cm.at(test.context)
@@ -212,9 +213,9 @@ def restore_primal_dual(cm: ConvSOCICNN, test: Corrupted) -> dict:
                    max_iter=PD_MAX_ITER)  # fmt: skip
     elapsed = time.perf_counter() - t0
     return {
-        "x": res.x,
-        "gap_bound": res.gap_bound,
-        "converged": res.converged,
+        "x": res.x.cpu(),
+        "gap_bound": res.gap_bound.cpu(),
+        "converged": res.converged.cpu(),
         "certified_strict": int(res.converged.sum()),
         "iterations": int(res.iterations.max()),
         "time": elapsed,
@@ -230,11 +231,18 @@ def restore_reference(cm: ConvSOCICNN, test: Corrupted, steps: int, restarts: in
     g = torch.Generator().manual_seed(seed)
     starts = [y, (y + 0.1 * torch.randn(y.shape, generator=g, dtype=y.dtype)).clamp(0, 1)]
     starts += [torch.rand(y.shape, generator=g, dtype=y.dtype) for _ in range(restarts - 2)]
+    test = _on_device(test, cm)
+    starts = [s.to(test.Y.device) for s in starts[:restarts]]
     t0 = time.perf_counter()
-    x = adam_box(lambda z: cm(z, test.context), starts[:restarts], steps)
+    x = adam_box(lambda z: cm(z, test.context), starts, steps)
     elapsed = time.perf_counter() - t0
     gap = certificate(cm, test.context, x)
-    return {"x": x, "gap_bound": gap, "converged": gap <= CERTIFY_TOL, "time": elapsed}
+    return {"x": x.cpu(), "gap_bound": gap.cpu(), "converged": (gap <= CERTIFY_TOL).cpu(), "time": elapsed}
+
+
+def _on_device(test: Corrupted, cm: ConvSOCICNN) -> Corrupted:
+    dev = next(cm.parameters()).device
+    return Corrupted(test.X.to(dev), test.M.to(dev), test.Y.to(dev))
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -256,10 +264,14 @@ def scores(x: torch.Tensor, data: Data) -> dict:
     }
 
 
-def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_seed: int = 0, log=print) -> dict:
+def run(
+    profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_seed: int = 0, log=print, device="cpu"
+) -> dict:
     """The experiment: one data set, every family trained and restored for every seed. Returns
     the per-(family, seed) table, per-image scores, the reference protocol's own accounting,
-    example restorations and the trained models of the first seed."""
+    example restorations and the trained models of the first seed (on the CPU). Training, the
+    primal-dual restorations and the reference protocol run on ``device``; the data, the conic
+    solves and the scores on the CPU."""
     cfg = PROFILES[profile]
     seeds = cfg["seeds"] if seeds is None else seeds
     t0 = time.perf_counter()
@@ -278,13 +290,17 @@ def run(profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_
     rows, per_image, examples, models, cross = [], [], {}, {}, []
     for family in families:
         for seed in seeds:
-            cm, fit = train_family(family, data, cfg["epochs"], seed)
-            solvers = {"exact conic": restore_certified, "primal-dual": restore_primal_dual}
+            cm, fit = train_family(family, data, cfg["epochs"], seed, device=device)
             methods = [cfg["certify"]]
             if cfg["cross_check"] and seed == seeds[0]:
-                methods += [m for m in solvers if m != cfg["certify"]]
-            restorations = {m: solvers[m](cm, data.test) for m in methods}
-            restorations["reference Adam"] = restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed)
+                methods += [m for m in ("exact conic", "primal-dual") if m != cfg["certify"]]
+            done = {"reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed)}
+            if "primal-dual" in methods:
+                done["primal-dual"] = restore_primal_dual(cm, data.test)
+            cm = cm.cpu()  # the conic lifting and the scores run on the CPU
+            if "exact conic" in methods:
+                done["exact conic"] = restore_certified(cm, data.test)
+            restorations = {m: done[m] for m in [*methods, "reference Adam"]}
             if {"exact conic", "primal-dual"} <= set(restorations):
                 with torch.no_grad():
                     e = {m: cm(restorations[m]["x"], data.test.context) for m in ("exact conic", "primal-dual")}
