@@ -57,3 +57,38 @@ def test_fit_energy_reduces_the_loss_and_checks_rows():
     assert fit.losses[-1] < 0.5 * fit.losses[0]
     with pytest.raises(ValueError, match="same positive number of rows"):
         fit_energy(cm, cand[:3], ctx, energy)
+
+
+def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypatch):
+    # The runner's bookkeeping, with the training and restoration of a case stubbed out: a table
+    # with provenance after every (family, seed), and a resumed run that redoes nothing saved.
+    from socicnn.experiments import image_restoration as ir
+    from socicnn.results import load_table
+
+    calls, stop = [], [4]
+
+    class Stopped(Exception):
+        pass
+
+    def fake_case(cfg, data, e_ref_opt, family, seed, cross_check, device):
+        calls.append((family, seed))
+        if len(calls) == stop[0]:
+            raise Stopped  # the run stops in its fourth case
+        return {"rows": [{"family": family, "seed": seed, "method": cfg["certify"], "certified": cfg["n_test"]}],
+                "summary": f"{family} {seed}"}  # fmt: skip
+
+    monkeypatch.setattr(ir, "prepare", lambda cfg, seed, log: (None, None))
+    monkeypatch.setattr(ir, "run_case", fake_case)
+    out = tmp_path / "ir.csv"
+    with pytest.raises(Stopped):
+        ir.main(["smoke", "--out", str(out)])
+    saved = load_table(out)
+    assert len(saved.table) == 3 and saved.meta["config"]["cases_total"] == 15
+    assert [tuple(c) for c in saved.meta["config"]["cases_done"]] == calls[:3]
+    calls.clear()
+    stop[0] = None
+    ir.main(["smoke", "--out", str(out), "--resume"])
+    assert len(calls) == 12 and len(load_table(out).table) == 15
+    calls.clear()
+    ir.main(["smoke", "--out", str(out), "--resume"])  # nothing left: nothing runs
+    assert calls == []

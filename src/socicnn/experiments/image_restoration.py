@@ -37,11 +37,14 @@ __all__ = [
     "Data",
     "adam_box",
     "certificate",
+    "main",
     "make_data",
+    "prepare",
     "restore_certified",
     "restore_primal_dual",
     "restore_reference",
     "run",
+    "run_case",
     "summarize",
     "train_family",
 ]
@@ -264,6 +267,97 @@ def scores(x: torch.Tensor, data: Data) -> dict:
     }
 
 
+def prepare(cfg: dict, data_seed: int = 0, log=print) -> tuple[Data, torch.Tensor]:
+    """The data set of a profile's sizes and the reference's "optimum" energies (Adam on the true
+    energy from the observation, no convergence check)."""
+    data = make_data(cfg["size"], cfg["n_train"], cfg["n_test"], seed=data_seed)
+    log(
+        f"data: {cfg['n_train']} training and {cfg['n_test']} test patches of {cfg['size']}x{cfg['size']}, "
+        f"{data.train_x.shape[0]} labelled candidates; exact optima in {data.conic_time:.2f} s of conic solves"
+    )
+    n, size = cfg["n_test"], cfg["size"]
+    y = data.test.Y.reshape(n, -1)
+    ref_opt = adam_box(
+        lambda z: true_energy(z.reshape(n, size, size), data.test.Y, data.test.M), [y], cfg["optimum_steps"]
+    )
+    return data, true_energy(ref_opt.reshape(n, size, size), data.test.Y, data.test.M)
+
+
+def run_case(cfg: dict, data: Data, e_ref_opt: torch.Tensor, family: str, seed: int, cross_check: bool,
+             device="cpu") -> dict:  # fmt: skip
+    """Train ``family`` with ``seed`` and restore every test image by the profile's certified
+    method (and the other one with ``cross_check``) and the reference protocol. Returns the
+    table rows, per-image scores, the cross-check row (or ``None``), the certified restorations
+    and the trained model (on the CPU)."""
+    n, size = cfg["n_test"], cfg["size"]
+    cm, fit = train_family(family, data, cfg["epochs"], seed, device=device)
+    methods = [cfg["certify"]]
+    if cross_check:
+        methods += [m for m in ("exact conic", "primal-dual") if m != cfg["certify"]]
+    done = {"reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed)}
+    if "primal-dual" in methods:
+        done["primal-dual"] = restore_primal_dual(cm, data.test)
+    cm = cm.cpu()  # the conic lifting and the scores run on the CPU
+    if "exact conic" in methods:
+        done["exact conic"] = restore_certified(cm, data.test)
+    restorations = {m: done[m] for m in [*methods, "reference Adam"]}
+    cross = None
+    if {"exact conic", "primal-dual"} <= set(restorations):
+        with torch.no_grad():
+            e = {m: cm(restorations[m]["x"], data.test.context) for m in ("exact conic", "primal-dual")}
+        pd_ = restorations["primal-dual"]
+        cross = {
+            "family": family, "seed": seed,
+            "certified": int(pd_["converged"].sum()), "iterations": pd_["iterations"],
+            "max_gap_bound": float(pd_["gap_bound"].max()),
+            "energy_diff": float(((e["primal-dual"] - e["exact conic"]).abs()
+                                  / e["exact conic"].abs().clamp(min=1.0)).max()),
+            "time": pd_["time"], "exact_time": restorations["exact conic"]["time"],
+        }  # fmt: skip
+    rows, per_image = [], []
+    for method, res in restorations.items():
+        sc_ = scores(res["x"], data)
+        e_hat = data.e_star + sc_["regret"]
+        with torch.no_grad():
+            lifting_gap = (
+                float((res["lifted_value"] - cm(res["x"], data.test.context)).abs().max())
+                if "lifted_value" in res
+                else float("nan")
+            )
+        rows.append(
+            {
+                "family": family,
+                "seed": seed,
+                "method": method,
+                "parameters": cm.num_parameters(),
+                "train_loss": fit.losses[-1],
+                "train_time": fit.time,
+                "restore_time": res["time"],
+                "max_gap_bound": float(res["gap_bound"].max()),
+                "certified": int(res["converged"].sum()),
+                "certified_strict": res.get("certified_strict", 0),
+                "inaccurate": res.get("inaccurate", 0),
+                "iterations": res.get("iterations", 0),
+                "lifting_vs_forward": lifting_gap,
+                **{k: float(v.mean()) for k, v in sc_.items()},
+                "regret_vs_reference_optimum": float((e_hat - e_ref_opt).mean()),
+                "min_regret_vs_reference_optimum": float((e_hat - e_ref_opt).min()),
+            }
+        )
+        for i in range(n):
+            scores_i = {k: float(v[i]) for k, v in sc_.items()}
+            per_image.append({"family": family, "seed": seed, "method": method, "image": i} | scores_i)
+    return {
+        "rows": rows,
+        "per_image": per_image,
+        "cross": cross,
+        "example": restorations[cfg["certify"]]["x"].reshape(n, size, size),
+        "model": cm,
+        "summary": f"{family} seed {seed}: {cm.num_parameters()} parameters, regret "
+        + ", ".join(f"{r['method']} {r['regret']:.2e}" for r in rows),
+    }
+
+
 def run(
     profile: str = "smoke", families=tuple(CONV_FAMILIES), seeds=None, data_seed: int = 0, log=print, device="cpu"
 ) -> dict:
@@ -275,83 +369,18 @@ def run(
     cfg = PROFILES[profile]
     seeds = cfg["seeds"] if seeds is None else seeds
     t0 = time.perf_counter()
-    data = make_data(cfg["size"], cfg["n_train"], cfg["n_test"], seed=data_seed)
-    log(
-        f"data: {cfg['n_train']} training and {cfg['n_test']} test patches of {cfg['size']}x{cfg['size']}, "
-        f"{data.train_x.shape[0]} labelled candidates; exact optima in {data.conic_time:.2f} s of conic solves"
-    )
-    # The reference's "optimum": Adam on the true energy from the observation, no convergence check.
-    n, size = cfg["n_test"], cfg["size"]
-    y = data.test.Y.reshape(n, -1)
-    ref_opt = adam_box(
-        lambda z: true_energy(z.reshape(n, size, size), data.test.Y, data.test.M), [y], cfg["optimum_steps"]
-    )
-    e_ref_opt = true_energy(ref_opt.reshape(n, size, size), data.test.Y, data.test.M)
+    data, e_ref_opt = prepare(cfg, data_seed, log)
     rows, per_image, examples, models, cross = [], [], {}, {}, []
     for family in families:
         for seed in seeds:
-            cm, fit = train_family(family, data, cfg["epochs"], seed, device=device)
-            methods = [cfg["certify"]]
-            if cfg["cross_check"] and seed == seeds[0]:
-                methods += [m for m in ("exact conic", "primal-dual") if m != cfg["certify"]]
-            done = {"reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed)}
-            if "primal-dual" in methods:
-                done["primal-dual"] = restore_primal_dual(cm, data.test)
-            cm = cm.cpu()  # the conic lifting and the scores run on the CPU
-            if "exact conic" in methods:
-                done["exact conic"] = restore_certified(cm, data.test)
-            restorations = {m: done[m] for m in [*methods, "reference Adam"]}
-            if {"exact conic", "primal-dual"} <= set(restorations):
-                with torch.no_grad():
-                    e = {m: cm(restorations[m]["x"], data.test.context) for m in ("exact conic", "primal-dual")}
-                pd_ = restorations["primal-dual"]
-                cross.append({
-                    "family": family, "seed": seed,
-                    "certified": int(pd_["converged"].sum()), "iterations": pd_["iterations"],
-                    "max_gap_bound": float(pd_["gap_bound"].max()),
-                    "energy_diff": float(((e["primal-dual"] - e["exact conic"]).abs()
-                                          / e["exact conic"].abs().clamp(min=1.0)).max()),
-                    "time": pd_["time"], "exact_time": restorations["exact conic"]["time"],
-                })  # fmt: skip
-            for method, res in restorations.items():
-                sc_ = scores(res["x"], data)
-                e_hat = data.e_star + sc_["regret"]
-                rows.append(
-                    {
-                        "family": family,
-                        "seed": seed,
-                        "method": method,
-                        "parameters": cm.num_parameters(),
-                        "train_loss": fit.losses[-1],
-                        "train_time": fit.time,
-                        "restore_time": res["time"],
-                        "max_gap_bound": float(res["gap_bound"].max()),
-                        "certified": int(res["converged"].sum()),
-                        "certified_strict": res.get("certified_strict", 0),
-                        "inaccurate": res.get("inaccurate", 0),
-                        "iterations": res.get("iterations", 0),
-                        "lifting_vs_forward": float(
-                            (res["lifted_value"] - cm(res["x"], data.test.context).detach()).abs().max()
-                        )
-                        if "lifted_value" in res
-                        else float("nan"),
-                        **{k: float(v.mean()) for k, v in sc_.items()},
-                        "regret_vs_reference_optimum": float((e_hat - e_ref_opt).mean()),
-                        "min_regret_vs_reference_optimum": float((e_hat - e_ref_opt).min()),
-                    }
-                )
-                for i in range(n):
-                    per_image.append(
-                        {"family": family, "seed": seed, "method": method, "image": i}
-                        | {k: float(v[i]) for k, v in sc_.items()}
-                    )
+            case = run_case(cfg, data, e_ref_opt, family, seed, cfg["cross_check"] and seed == seeds[0], device)
+            rows += case["rows"]
+            per_image += case["per_image"]
+            if case["cross"] is not None:
+                cross.append(case["cross"])
             if seed == seeds[0]:
-                examples[family] = restorations[cfg["certify"]]["x"].reshape(n, size, size)
-                models[family] = cm
-            log(
-                f"{family} seed {seed}: {cm.num_parameters()} parameters, regret "
-                + ", ".join(f"{r['method']} {r['regret']:.2e}" for r in rows[-len(restorations):])
-            )
+                examples[family], models[family] = case["example"], case["model"]
+            log(case["summary"])
     return {
         "config": {**cfg, "seeds": tuple(seeds), "profile": profile},
         "data": data,
@@ -363,6 +392,50 @@ def run(
         "models": models,
         "time": time.perf_counter() - t0,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a profile (family, seed) by (family, seed), saving the table of the cases finished so
+    far, with provenance, after each (``python -m socicnn.experiments.image_restoration paper
+    --device cuda``); ``--resume`` keeps the cases an earlier run of the profile saved at ``--out``."""
+    import argparse
+
+    from ..results import checkout_state, load_table, save_table, stored_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("profile", choices=tuple(PROFILES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
+    args = ap.parse_args(argv)
+    cfg = PROFILES[args.profile]
+    out = args.out or stored_dir() / "image_restoration.csv"
+    todo = [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES]
+    prior = load_table(out) if args.resume else None
+    tables, done, wall0 = [], [], 0.0
+    if prior is not None:
+        if prior.meta["profile"] != args.profile:
+            raise SystemExit(f"{out} holds profile {prior.meta['profile']!r}, not {args.profile!r}; cannot resume")
+        tables.append(prior.table)
+        done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
+        wall0 = prior.meta["wall_time_s"] or 0.0
+        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
+    remaining = [c for c in todo if c not in done]
+    if not remaining:
+        return
+    checkout_state()  # the commit this run starts from (cached), recorded with every save
+    t0 = time.perf_counter()
+    data, e_ref_opt = prepare(cfg, 0, lambda m: print(m, flush=True))
+    for family, seed in remaining:
+        case = run_case(cfg, data, e_ref_opt, family, seed, cfg["cross_check"] and seed == cfg["seeds"][0],
+                        args.device)  # fmt: skip
+        tables.append(pd.DataFrame(case["rows"]))
+        done.append((family, seed))
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+        save_table(pd.concat(tables, ignore_index=True), out, profile=args.profile, device=args.device,
+                   wall_time=wall0 + time.perf_counter() - t0, **config, cases_done=[list(c) for c in done],
+                   cases_total=len(todo))  # fmt: skip
+        print(f"{case['summary']}; saved {len(done)} of {len(todo)} cases", flush=True)
 
 
 def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
@@ -379,3 +452,7 @@ def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """A float64 NumPy copy (for figures)."""
     return t.detach().to("cpu", torch.float64).numpy()
+
+
+if __name__ == "__main__":
+    main()
