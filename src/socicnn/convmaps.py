@@ -88,7 +88,12 @@ class ConvMap(nn.Module):
         """``K^T q`` ``(..., C_in H W)`` for ``q`` ``(..., C_out H W)``."""
         lead = q.shape[:-1]
         img = q.reshape(-1, self.out_channels, self.height, self.width)
-        out = F.conv_transpose2d(img, self.weight, padding=self.kernel // 2)
+        if 1 < self.in_channels and self.out_channels <= self.in_channels:
+            # the same map as a convolution with the flipped, transposed kernel: faster on CPUs
+            # when it does not widen the channels (up to 7x for 20 -> 10), slower when it does
+            out = F.conv2d(img, self.weight.transpose(0, 1).flip(-2, -1), padding=self.kernel // 2)
+        else:
+            out = F.conv_transpose2d(img, self.weight, padding=self.kernel // 2)
         return out.reshape(*lead, self.in_dim)
 
     def abs_sums(self) -> tuple[torch.Tensor, torch.Tensor]:

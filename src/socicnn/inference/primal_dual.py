@@ -201,9 +201,14 @@ def _rows(t, keep):
 
 
 def _lerp_rows(avg, new, w: torch.Tensor):
+    """``avg += w (new - avg)`` per row, in place (``avg`` holds copies, never the iterates)."""
     if isinstance(avg, list):
         return [_lerp_rows(a, b, w) for a, b in zip(avg, new, strict=True)]
-    return avg + _col(w, avg) * (new - avg)
+    return avg.lerp_(new, _col(w, avg))
+
+
+def _copy(t):
+    return [_copy(s) for s in t] if isinstance(t, list) else t.clone()
 
 
 def _flat_sq(t, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -259,7 +264,7 @@ def primal_dual(
     active = torch.arange(n, device=x.device)
     tau, tau_aux, sigma = st.steps()
     anchor = (x, aux, dual)
-    avg, count = (x, aux, dual), x.new_zeros(n)
+    avg, count = _copy([x, aux, dual]), x.new_zeros(n)
     gap_restart = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
     gap_prev = gap_restart.clone()
     since = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -267,9 +272,9 @@ def primal_dual(
     while active.numel() and k < max_iter:
         k += 1
         gx, gaux = split.gradient(x, aux, dual)
-        x_new = cons.project(x - tau * gx)
+        x_new = cons.project(torch.addcmul(x, tau, gx, value=-1.0))
         aux_new = [
-            b.pd_project_aux([z - t * g for z, t, g in zip(a, ta, ga, strict=True)])
+            b.pd_project_aux([torch.addcmul(z, t, g, value=-1.0) for z, t, g in zip(a, ta, ga, strict=True)])
             for b, a, ta, ga in zip(split.blocks, aux, tau_aux, gaux, strict=True)
         ]
         if any(split.smooth):  # the descent lemma on the smooth part, per row: else double its curvature
@@ -280,11 +285,13 @@ def primal_dual(
             if bool(bad.any()):
                 st.lip = torch.where(bad, 2.0 * st.lip.clamp(min=1e-12), st.lip)
                 tau, tau_aux, sigma = st.steps()
-        xb = 2 * x_new - x
-        auxb = [[2 * s - t for s, t in zip(a1, a0, strict=True)] for a1, a0 in zip(aux_new, aux, strict=True)]
+        xb = torch.lerp(x, x_new, 2.0)  # 2 x_new - x
+        auxb = [
+            [torch.lerp(t, s, 2.0) for s, t in zip(a1, a0, strict=True)] for a1, a0 in zip(aux_new, aux, strict=True)
+        ]
         rows = split.affine(xb, auxb)
         dual = [
-            b.pd_prox([y + sg * r for y, sg, r in zip(ys, sgs, rs, strict=True)], sgs) if rs else []
+            b.pd_prox([torch.addcmul(y, sg, r) for y, sg, r in zip(ys, sgs, rs, strict=True)], sgs) if rs else []
             for b, ys, sgs, rs in zip(split.blocks, dual, sigma, rows, strict=True)
         ]
         x, aux = x_new, aux_new
