@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_minimize import exact_minimum
+from test_minimize import assert_certified, exact_minimum
 
 import socicnn as sc
 from socicnn.conv_model import CONV_FAMILIES, conv_family
@@ -34,15 +34,7 @@ def test_primal_dual_is_certified_and_brackets_the_conic_optimum(cons, family):
     model = _dense(family)
     x0 = cons.project(torch.rand(4, D, dtype=F64, generator=torch.Generator().manual_seed(0)))
     res = minimize(model, cons, x0, tol=1e-6, method="primal_dual", max_iter=30000)
-    f_star = exact_minimum(model, cons)
-    scale = max(1.0, abs(f_star))
-    assert bool(res.converged.all()), res.gap_bound
-    torch.testing.assert_close(cons.project(res.x), res.x, rtol=0, atol=1e-12)
-    torch.testing.assert_close(res.value, model(res.x).detach(), rtol=0, atol=1e-13)
-    # The certificate is a lower bound on the solver's optimum (up to the solver's own 1e-10
-    # tolerances) and the point is within the certified gap of it.
-    assert float(res.lower_bound.max()) <= f_star + 1e-8 * scale
-    assert float((res.value - f_star).max()) <= 1e-6 * scale + 1e-8 * scale
+    assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-8)
 
 
 @pytest.mark.parametrize("family", list(CONV_FAMILIES))

@@ -518,6 +518,13 @@ def abs_sums(M) -> tuple[torch.Tensor, torch.Tensor]:
     return M.abs_sums()
 
 
+def project_balls(cones: torch.Tensor, radius: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each cone's coordinates (along ``dim``) scaled into the ball of ``radius`` (broadcast
+    against the cones' norms taken with ``dim`` kept): the dual set of ``radius ||.||``."""
+    norms = torch.linalg.vector_norm(cones, dim=dim, keepdim=True)
+    return cones * torch.where(norms > radius, radius / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
+
+
 def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
     """Detach a tensor to a float64 NumPy array (``None`` passes through)."""
     if t is None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, project_balls, to_numpy
 from .convmaps import DENSE_MAP_LIMIT, ConvMap
 
 __all__ = ["ConvQuadraticBlock", "GroupedNormBlock"]
@@ -302,10 +302,7 @@ class GroupedNormBlock(ConvexBlock):
 
     def pd_prox(self, w, sigma):
         cones = self._cones(w[0])
-        norms = _cone_norms(cones)
-        lam = self._lam_cones(norms)
-        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
-        return [(cones * shrink[:, :, None, :]).reshape(w[0].shape)]
+        return [project_balls(cones, self._lam_cones(cones[:, :, 0])[..., None, :], -2).reshape(w[0].shape)]
 
     # -------------------------------------------------------------- curvature
     def _hvp(self, st: GroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:

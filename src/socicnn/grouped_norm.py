@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, project_balls, to_numpy
 
 __all__ = ["GroupedNormBase", "GroupedNormBlock", "GroupedNormState"]
 
@@ -100,10 +100,8 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         return [self._spread(self._cones(sigma[0]).amin(-1))]
 
     def pd_prox(self, w, sigma):
-        norms = torch.linalg.vector_norm(self._cones(w[0]), dim=-1)
-        lam = self._lam_col(w[0].shape[0], w[0])
-        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
-        return [w[0] * self._spread(shrink)]
+        radius = self._lam_col(w[0].shape[0], w[0])[:, :, None]
+        return [project_balls(self._cones(w[0]), radius, -1).reshape(w[0].shape)]
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vecdot(mult, self._u(x))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, to_numpy
+from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, project_balls, to_numpy
 
 
 @dataclass
@@ -154,10 +154,7 @@ class NormBlock(ConvexBlock):
 
     def pd_prox(self, w, sigma):
         lam = self.lam.to(w[0].dtype)
-        lam = lam.expand(w[0].shape[0]) if lam.ndim == 0 else lam
-        norms = _row_norms(w[0])
-        shrink = torch.where(norms > lam, lam / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
-        return [w[0] * shrink[:, None]]
+        return [project_balls(w[0], lam.expand(w[0].shape[0])[:, None], -1)]
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vecdot(mult, affine_image(x, self.A, self.data("d")))
