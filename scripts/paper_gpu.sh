@@ -5,7 +5,7 @@
 #
 #     bash scripts/paper_gpu.sh OUT_DIR [G_SECONDS] [IR_SECONDS]
 #
-# 1. the CUDA tests (the batched trainer on the GPU against the CPU, float64);
+# 1. the CUDA tests (the batched trainer and the primal-dual method on the GPU against the CPU);
 # 2. the image-restoration paper profile (64x64; training, primal-dual restorations and the
 #    reference protocol on the GPU), resumed from the stored partial table when there is one and
 #    stopped after IR_SECONDS (default 0: skipped); the runner saves after every (family, seed),
@@ -29,7 +29,7 @@ export PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, socicnn; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   echo "== 1. CUDA tests"
-  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_batched.py -k cuda
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_batched.py tests/test_primal_dual.py -k cuda
   if [ "$ir_seconds" -gt 0 ]; then
     echo "== 2. image restoration, paper profile (stopped after ${ir_seconds} s)"
     cp "$stored/image_restoration.csv" "$stored/image_restoration.meta.json" "$out/" 2>/dev/null

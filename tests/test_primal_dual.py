@@ -81,3 +81,17 @@ def test_method_is_checked():
     model = _dense("relu")
     with pytest.raises(ValueError, match="unknown method"):
         minimize(model, Box(0, 1), method="pdhg")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_primal_dual_runs_on_cuda_like_on_the_cpu():  # pragma: no cover - runs on GPU machines only
+    size, n = 5, 2
+    cm = conv_family("Conv-SOC", (1, size, size), dtype=F64, seed=0)
+    ctx = torch.rand(n, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
+    x0 = torch.full((n, size * size), 0.5, dtype=F64)
+    cpu = minimize(cm.at(ctx), Box(0.0, 1.0), x0, tol=1e-6, method="primal_dual")
+    cm_gpu = cm.to("cuda")
+    gpu = minimize(cm_gpu.at(ctx.cuda()), Box(0.0, 1.0), x0.cuda(), tol=1e-6, method="primal_dual")
+    assert gpu.x.is_cuda and bool(gpu.converged.all())
+    torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=0, atol=2e-6)
+    assert float((gpu.lower_bound.cpu() - cpu.value).max()) <= 1e-6  # each bound below the other's value
