@@ -273,3 +273,44 @@ def test_matrix_free_path_gives_the_dense_answers(model, y, monkeypatch):
 def test_socp_reports_the_solvers_own_time(model, y, reference):
     assert reference.solver_time.shape == (12,)
     assert bool((reference.solver_time > 0).all()) and bool((reference.solver_time <= reference.time).all())
+
+
+@pytest.mark.parametrize("radius", [0.05, 50.0], ids=["on-sphere", "inside"])
+def test_ball_maximiser_matches_a_conic_solver(radius):
+    from socicnn.inference.newton import _ball_maximiser
+
+    g = torch.Generator().manual_seed(7)
+    B = torch.randn(3, 5, 5, dtype=torch.float64, generator=g)
+    M = B @ B.transpose(1, 2)
+    c = torch.randn(3, 5, dtype=torch.float64, generator=g)
+    r = _ball_maximiser(M, c, torch.full((3,), radius, dtype=torch.float64))
+    for i in range(3):
+        v = cp.Variable(5)
+        prob = cp.Problem(cp.Maximize(c[i].numpy() @ v - 0.5 * cp.quad_form(v, M[i].numpy())), [cp.norm(v) <= radius])
+        prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        ours = float(c[i] @ r[i] - 0.5 * r[i] @ M[i] @ r[i])
+        assert abs(ours - prob.value) <= 1e-8 * max(1.0, abs(prob.value))
+        assert float(torch.linalg.vector_norm(r[i])) <= radius * (1 + 1e-12)
+
+
+@torch.no_grad()
+def test_the_exact_cone_step_solves_a_quadratic_plus_cone_prox_in_one_step():
+    # With a quadratic and one cone the face model is exact: its step lands on the optimum from
+    # anywhere, including an optimum at the cone's apex (a large cone weight).
+    from socicnn.inference.newton import _exact_cone_steps, _Point
+    from socicnn.model import BlockModel
+    from socicnn.norm import NormBlock
+    from socicnn.quadratic import QuadraticBlock
+
+    d = 6
+    for lam in (0.3, 30.0):
+        quad = QuadraticBlock(d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        cone = NormBlock(d, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        cone.lam_raw.fill_(lam)
+        model = BlockModel(d, [quad, cone])
+        y = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        pt = _Point(model, torch.arange(4), y.clone(), y, BETA, None, 1e-9)
+        step = _exact_cone_steps(pt)[0]
+        ref = prox(model, y, BETA, method="socp")
+        got = sc.inference.objective(model, y + step, y, BETA)
+        assert float(((got - ref.value) / ref.value.abs().clamp(min=1.0)).abs().max()) <= 1e-8

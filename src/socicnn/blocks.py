@@ -375,6 +375,12 @@ class ConvexBlock(nn.Module):
         """``(n, d)`` the piece's Hessian times ``w``, or ``None`` when zero."""
         raise NotImplementedError
 
+    def exact_cone(self, st: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Optional: a block that is one cone ``lam ||A x + d||`` returns ``(A (k, d), u (n, k),
+        lam (n,))`` at its state, so that face Newton can minimise its model with the cone kept
+        exact (a trust-region subproblem in the cone's multiplier); ``None`` otherwise."""
+        return None
+
     def face_crossing(self, st: Any, pattern: torch.Tensor, dk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Whether the step changing the kink coordinates by ``dk`` ``(n, K)`` crosses each kink,
         and the fraction of the step at which it does (``(n, K)`` each; 1 where it does not)."""

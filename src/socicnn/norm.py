@@ -198,6 +198,10 @@ class NormBlock(ConvexBlock):
     def face_rows(self, st: NormState, pattern, index) -> torch.Tensor:
         return self.A[index]
 
+    def exact_cone(self, st: NormState):
+        lam = self.lam.to(st.u.dtype)
+        return self.A, st.u, lam.expand(st.u.shape[0])
+
     def face_curvature(self, st: NormState, pattern) -> torch.Tensor:
         """``sqrt(lam / ||u||) (I - u_hat u_hat^T) A`` off the face, 0 on it (and at ties)."""
         off = (pattern[:, 0] <= 0) if pattern.shape[1] else torch.ones_like(st.norm, dtype=torch.bool)

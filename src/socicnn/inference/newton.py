@@ -71,11 +71,13 @@ def _subset_state(st, keep):
 class _Curvature:
     """``H + beta I`` on the current pieces, at a batch of points, with batched solves."""
 
-    def __init__(self, pt: _Point) -> None:
-        self.beta, self.pt = pt.beta, pt
+    def __init__(self, pt: _Point, exclude: int | None = None) -> None:
+        self.beta, self.pt, self.exclude = pt.beta, pt, exclude
         n, d = pt.x.shape
         factors = []
-        for block, st, P in pt.parts():
+        for i, (block, st, P) in enumerate(pt.parts()):
+            if i == exclude:
+                continue
             Q = block.face_curvature(st, P)
             if Q is None:
                 factors = None
@@ -99,7 +101,7 @@ class _Curvature:
 
     def subset(self, keep, pt: _Point) -> _Curvature:
         out = object.__new__(_Curvature)
-        out.beta, out.pt, out.free = self.beta[keep], pt, self.free
+        out.beta, out.pt, out.free, out.exclude = self.beta[keep], pt, self.free, self.exclude
         out.Q = None if self.Q is None else self.Q[keep]
         out.L = None if self.L is None else self.L[keep]
         return out
@@ -107,7 +109,9 @@ class _Curvature:
     def _apply(self, w: torch.Tensor) -> torch.Tensor:
         """``(H + beta I) w`` for ``w`` ``(n, d)``."""
         out = self.beta[:, None] * w
-        for block, st, P in self.pt.parts():
+        for i, (block, st, P) in enumerate(self.pt.parts()):
+            if i == self.exclude:
+                continue
             part = block.face_hvp(st, P, w)
             if part is not None:
                 out = out + part
@@ -549,6 +553,77 @@ def _face_round(pt: _Point, cand, priority, eq, kmax):
     return dx, at, side
 
 
+def _ball_maximiser(M: torch.Tensor, c: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """``argmax_{||r|| <= radius} r^T c - r^T M r / 2`` ``(n, k)`` for PSD ``M`` ``(n, k, k)``:
+    ``r = (M + mu I)^{-1} c`` with ``mu = 0`` if that is inside the ball, else ``||r|| = radius``
+    (``mu`` by bisection on the eigenvalues of ``M``)."""
+    evals, Q = torch.linalg.eigh(0.5 * (M + M.transpose(1, 2)))
+    evals = evals.clamp(min=0.0)
+    qc = (Q.transpose(1, 2) @ c[..., None])[..., 0]
+    tiny = torch.finfo(c.dtype).tiny
+
+    def norm_at(mu):
+        return torch.linalg.vector_norm(qc / (evals + mu[:, None]).clamp(min=tiny), dim=-1)
+
+    inside = norm_at(torch.zeros_like(radius)) <= radius
+    lo, hi = torch.zeros_like(radius), torch.linalg.vector_norm(c, dim=-1) / radius.clamp(min=tiny)
+    for _ in range(100):  # ||r(mu)|| decreases in mu; at hi it is <= radius
+        mid = 0.5 * (lo + hi)
+        big = norm_at(mid) > radius
+        lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
+    mu = torch.where(inside, torch.zeros_like(hi), hi)
+    return (Q @ (qc / (evals + mu[:, None]).clamp(min=tiny))[..., None])[..., 0]
+
+
+def _exact_cone_steps(pt: _Point) -> list[torch.Tensor]:
+    """For each block that is one cone (:meth:`~socicnn.blocks.ConvexBlock.exact_cone`), the
+    minimiser of the model ``g_o^T D + D^T H_o D / 2 + lam ||u + A D||`` (the other blocks'
+    gradient ``g_o`` and curvature ``H_o`` on the current pieces, the cone kept exact), free and
+    on the face of the other blocks' ties (``J D = -k``). Newton's quadratic model of a cone is
+    poor within about ``||u||`` of its apex, where face Newton's iterates otherwise creep towards
+    an optimum near, but not at, the apex. With ``W = H_o^{-1} - H_o^{-1} J^T S^{-1} J H_o^{-1}``
+    (``S = J H_o^{-1} J^T``; ``W = H_o^{-1}`` without ties) the model's minimiser on the face is
+    ``D(r) = D_0 - W A^T r``, ``D_0 = -W g_o - H_o^{-1} J^T S^{-1} k``, at the maximiser over
+    ``||r|| <= lam`` of ``r^T c - r^T M r / 2``, ``M = A W A^T``, ``c = u + A D_0`` (a
+    trust-region subproblem, :func:`_ball_maximiser`)."""
+    steps = []
+    start = 0
+    for i, ((block, st, _), size) in enumerate(zip(pt.parts(), pt.sizes, strict=True)):
+        cone = block.exact_cone(st)
+        if cone is not None:
+            A, u, lam = cone
+            curv = _Curvature(pt, exclude=i)
+            g_o = pt.g - block.dual_slope(block.multipliers(st))
+            HA = curv.solve(A.T.expand(pt.x.shape[0], -1, -1).contiguous())  # (n, d, k)
+            Hg = curv.solve(g_o)
+            steps.append(_cone_model_step(A, u, lam, HA, -Hg))
+            others = pt.tied.clone()
+            others[:, start : start + size] = False
+            got = pt.rows_of(others, torch.zeros_like(pt.k), kmax=pt.x.shape[1]) if bool(others.any()) else None
+            if got is not None:
+                _, valid, J, res = got
+                HJ = curv.solve(J.transpose(1, 2).contiguous())  # (n, d, t)
+                vf = valid.to(J.dtype)
+                S = (J @ HJ) * vf[:, :, None] * vf[:, None, :]
+                ridge = 1e3 * torch.finfo(S.dtype).eps * torch.diagonal(S, dim1=-2, dim2=-1).amax(-1).clamp(min=1.0)
+                S = S + torch.diag_embed((1 - vf) + vf * ridge[:, None])
+
+                def project(V, J=J, HJ=HJ, S=S, vf=vf):  # W-projection of H_o^{-1} V: V - HJ S^{-1} J V
+                    return V - HJ @ torch.linalg.solve(S, (J @ V) * vf[..., None])
+
+                D0 = -project(Hg[..., None])[..., 0] - (HJ @ torch.linalg.solve(S, (res * vf)[..., None]))[..., 0]
+                steps.append(_cone_model_step(A, u, lam, project(HA), D0))
+        start += size
+    return steps
+
+
+def _cone_model_step(A, u, lam, WA, D0) -> torch.Tensor:
+    """``D_0 - W A^T r`` at ``r = argmax_{||r|| <= lam} r^T (u + A D_0) - r^T A W A^T r / 2``."""
+    M = A @ WA
+    r = _ball_maximiser(M, u + D0 @ A.T, lam)
+    return D0 - (WA @ r[..., None])[..., 0]
+
+
 def _pattern_lookahead(pt: _Point, dn: torch.Tensor, steps: int) -> list[torch.Tensor]:
     """A Newton direction from ``x`` on the smooth piece met at the end of the previous step.
 
@@ -689,6 +764,8 @@ def face_newton(
         # The certified subgradient's Newton step: it uses the best multipliers of the ties (a
         # descent direction at kinks where the pattern gradient g is not) and escapes stalls.
         face_dirs.append(-pt.curv.solve(s))
+        if rows is None and bool(late.any()):
+            face_dirs.extend(_exact_cone_steps(pt))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
         # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
