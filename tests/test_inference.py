@@ -314,3 +314,5 @@ def test_the_exact_cone_step_solves_a_quadratic_plus_cone_prox_in_one_step():
         ref = prox(model, y, BETA, method="socp")
         got = sc.inference.objective(model, y + step, y, BETA)
         assert float(((got - ref.value) / ref.value.abs().clamp(min=1.0)).abs().max()) <= 1e-8
+        apex = cone.state(torch.as_tensor(ref.x)).norm <= 1e-6
+        assert bool(apex.any()) == (lam == 30.0)  # the large weight puts some row's optimum at the apex

@@ -61,7 +61,7 @@ def test_the_bound_holds_after_a_few_iterations_and_the_multipliers_are_dual_fea
     f_star = exact_minimum(model, cons)
     assert bool((lower <= f_star + 1e-9).all()) and bool((value >= f_star - 1e-9).all())
     assert bool((iterations == 64).all()) and residual <= 1e-15
-    assert bool((lower > -1e3).all())  # a real bound, not -inf
+    assert float((f_star - lower).max()) <= 1.0  # a useful bound already (measured: within 0.5 of f*)
 
 
 def test_the_projected_multipliers_of_each_block_are_dual_feasible():

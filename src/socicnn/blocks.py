@@ -446,6 +446,13 @@ class ConvexBlock(nn.Module):
         n = x.shape[0]
         return [rows.to(x.dtype).expand(n, -1)], cols.to(x.dtype).expand(n, -1), []
 
+    def _pd_map(self):
+        """The linear map ``K`` of an affine block (a dense ``(k, d)`` matrix or a map with
+        ``abs_sums()``), for the default :meth:`pd_abs_sums`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no primal-dual splitting; use minimize(..., method='face_newton')"
+        )
+
     def pd_multipliers(self, x: torch.Tensor, dual: list[torch.Tensor]) -> Any:
         """Dual-feasible multipliers (this block's format) from the dual iterate: the projection
         of ``y`` onto the dual set, so that the affine minorant they define bounds ``f_b``."""

@@ -4,7 +4,8 @@
 provenance: the package version, the commit of the checkout the code was run from (only when it
 was run from a git checkout of this project, with whether its tree had uncommitted changes),
 package and solver versions, device and hardware, profile, date, wall time and any
-configuration the caller adds. :func:`load_table` reads both back and refuses tables whose
+configuration the caller adds (:func:`run_cases` saves a long run after each of its cases and
+resumes it). :func:`load_table` reads both back and refuses tables whose
 provenance is missing, incomplete or disagrees with the CSV, or returns ``None`` when the table
 is absent, so a chapter can say so instead of inventing numbers.
 
@@ -25,6 +26,8 @@ import json
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -261,3 +264,47 @@ def load_table(path: str | Path) -> StoredTable | None:
 def load_stored(name: str) -> StoredTable | None:
     """The stored paper-scale table ``name`` (``<stored_dir()>/<name>.csv``), or ``None``."""
     return load_table(stored_dir() / f"{name}.csv")
+
+
+def run_cases(
+    out: str | Path,
+    todo: Sequence[tuple],
+    run_one: Callable[[tuple], tuple[pd.DataFrame, str]],
+    *,
+    profile: str,
+    device: str,
+    resume: bool,
+    checks: dict | None = None,
+    **config,
+) -> None:
+    """Run the cases ``todo`` one by one with ``run_one(case) -> (table, message)``, saving the
+    concatenated tables of the cases finished so far at ``out`` with provenance after each
+    (``config`` plus ``checks``, ``cases_done`` and ``cases_total``), so that a stopped run keeps
+    what finished. With ``resume`` the cases an earlier run of the same ``profile`` saved at
+    ``out`` are kept and skipped, its wall time is carried on and its ``checks`` are loaded into
+    ``checks`` (the dict ``run_one`` updates)."""
+    todo = [tuple(c) for c in todo]
+    checks = {} if checks is None else checks
+    tables, done, wall0 = [], [], 0.0
+    prior = load_table(out) if resume else None
+    if prior is not None:
+        if prior.meta["profile"] != profile:
+            raise SystemExit(f"{out} holds profile {prior.meta['profile']!r}, not {profile!r}; cannot resume")
+        tables.append(prior.table)
+        done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
+        checks.update(prior.meta["config"].get("checks", {}))
+        wall0 = prior.meta["wall_time_s"] or 0.0
+        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
+    remaining = [c for c in todo if c not in done]
+    if remaining:
+        checkout_state()  # the commit this run starts from (cached), recorded with every save
+    t0 = time.perf_counter()
+    for case in remaining:
+        table, message = run_one(case)
+        tables.append(table)
+        done.append(case)
+        save_table(pd.concat(tables, ignore_index=True), out, profile=profile, device=device,
+                   wall_time=wall0 + time.perf_counter() - t0, **config, checks=checks,
+                   cases_done=[list(c) for c in done], cases_total=len(todo))  # fmt: skip
+        print(f"{message}; saved {out}: {len(done)} of {len(todo)} cases "
+              f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)  # fmt: skip

@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), saving the
     per-seed table of the cases finished so far, with provenance, after every case; ``--resume``
     skips the cases an earlier run of the same profile saved at ``--out``."""
-    from ..results import checkout_state, load_table, save_table, stored_dir
+    from ..results import run_cases, stored_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=("smoke", "book", "paper"))
@@ -570,33 +570,17 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = config_for(args.profile)
-    out = args.out or stored_dir() / "downstream_decisions.csv"
     config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
     config["width"] = {str(k): v for k, v in cfg.width.items()}
-    todo = cases(cfg)
-    tables, done, checks, wall0 = [], [], _no_checks(), 0.0
-    prior = load_table(out) if args.resume else None
-    if prior is not None:
-        if prior.meta["profile"] != args.profile:
-            raise SystemExit(f"{out} holds profile {prior.meta['profile']!r}, not {args.profile!r}; cannot resume")
-        tables.append(prior.table)
-        done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
-        checks = dict(prior.meta["config"]["checks"])
-        wall0 = prior.meta["wall_time_s"] or 0.0
-        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
-    checkout_state()  # the commit this run starts from (cached), recorded with every save
-    t0 = time.perf_counter()
-    for case in todo:
-        if case in done:
-            continue
+    checks = _no_checks()
+
+    def run_one(case):
         table, info = run_case(cfg, *case, progress=lambda s: print(s, flush=True))
-        tables.append(per_seed(table))
-        done.append(case)
         _merge_checks(checks, info)
-        save_table(pd.concat(tables, ignore_index=True), out, profile=args.profile, device="cpu",
-                   wall_time=wall0 + time.perf_counter() - t0, **config, checks=checks,
-                   cases_done=[list(c) for c in done], cases_total=len(todo))  # fmt: skip
-        print(f"saved {out}: {len(done)} of {len(todo)} cases ({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
+        return per_seed(table), f"{case} done"
+
+    run_cases(args.out or stored_dir() / "downstream_decisions.csv", cases(cfg), run_one, profile=args.profile,
+              device="cpu", resume=args.resume, checks=checks, **config)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -399,8 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     far, with provenance, after each (``python -m socicnn.experiments.image_restoration paper
     --device cuda``); ``--resume`` keeps the cases an earlier run of the profile saved at ``--out``."""
     import argparse
+    from functools import cache
 
-    from ..results import checkout_state, load_table, save_table, stored_dir
+    from ..results import run_cases, stored_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=tuple(PROFILES))
@@ -409,33 +410,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
     args = ap.parse_args(argv)
     cfg = PROFILES[args.profile]
-    out = args.out or stored_dir() / "image_restoration.csv"
-    todo = [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES]
-    prior = load_table(out) if args.resume else None
-    tables, done, wall0 = [], [], 0.0
-    if prior is not None:
-        if prior.meta["profile"] != args.profile:
-            raise SystemExit(f"{out} holds profile {prior.meta['profile']!r}, not {args.profile!r}; cannot resume")
-        tables.append(prior.table)
-        done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
-        wall0 = prior.meta["wall_time_s"] or 0.0
-        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
-    remaining = [c for c in todo if c not in done]
-    if not remaining:
-        return
-    checkout_state()  # the commit this run starts from (cached), recorded with every save
-    t0 = time.perf_counter()
-    data, e_ref_opt = prepare(cfg, 0, lambda m: print(m, flush=True))
-    for family, seed in remaining:
-        case = run_case(cfg, data, e_ref_opt, family, seed, cfg["cross_check"] and seed == cfg["seeds"][0],
-                        args.device)  # fmt: skip
-        tables.append(pd.DataFrame(case["rows"]))
-        done.append((family, seed))
-        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-        save_table(pd.concat(tables, ignore_index=True), out, profile=args.profile, device=args.device,
-                   wall_time=wall0 + time.perf_counter() - t0, **config, cases_done=[list(c) for c in done],
-                   cases_total=len(todo))  # fmt: skip
-        print(f"{case['summary']}; saved {len(done)} of {len(todo)} cases", flush=True)
+
+    @cache
+    def data():  # built once, and only when a case is left to run
+        return prepare(cfg, 0, lambda m: print(m, flush=True))
+
+    def run_one(case):
+        family, seed = case
+        res = run_case(cfg, *data(), family, seed, cfg["cross_check"] and seed == cfg["seeds"][0], args.device)
+        return pd.DataFrame(res["rows"]), res["summary"]
+
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    run_cases(args.out or stored_dir() / "image_restoration.csv", [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES],
+              run_one, profile=args.profile, device=args.device, resume=args.resume, **config)  # fmt: skip
 
 
 def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:

@@ -46,17 +46,6 @@ THETA = 0.5  # primal-weight smoothing at restarts (PDLP's)
 RESTART_SUFFICIENT, RESTART_NECESSARY, RESTART_ARTIFICIAL = 0.2, 0.8, 0.36
 
 
-def _cat(ts: list) -> torch.Tensor:
-    return torch.cat([t.reshape(t.shape[0], -1) for t in ts], dim=1) if ts else None
-
-
-def _sqnorm(ts: list, n: int, like: torch.Tensor) -> torch.Tensor:
-    out = like.new_zeros(n)
-    for t in ts:
-        out = out + t.reshape(n, -1).pow(2).sum(-1)
-    return out
-
-
 class _Split:
     """The model's blocks with their splitting; lists of per-block lists of tensors."""
 
@@ -70,14 +59,6 @@ class _Split:
 
     def affine(self, x, aux):
         return [b.pd_affine(x, a) for b, a in zip(self.blocks, aux, strict=True)]
-
-    def linear(self, x, aux, zero_x, zero_aux, offsets=None):
-        """``K (x, w)`` without the offsets ``e`` (affine image minus its value at zero)."""
-        if offsets is None:
-            offsets = self.affine(zero_x, zero_aux)
-        return [
-            [t - o for t, o in zip(ts, os_, strict=True)] for ts, os_ in zip(self.affine(x, aux), offsets, strict=True)
-        ]
 
     def adjoint(self, dual, x_like):
         gx = torch.zeros_like(x_like)
@@ -121,19 +102,24 @@ def _lower_bound(split: _Split, x, dual, cons: Constraint) -> tuple[torch.Tensor
 class _Steps:
     """Diagonal step sizes (Pock and Chambolle, 2011, with ``alpha = 1``): ``tau_j = eta / (omega
     sum_i |K_ij|)`` per primal coordinate (plus the smooth blocks' curvature ``lip`` on ``x``) and
-    ``sigma_i = eta omega / sum_j |K_ij|`` per dual coordinate, made constant where a block needs
-    it (a cone's ball projection is the proximal map only for one step per cone), so that
-    ``||Sigma^(1/2) K T^(1/2)|| <= eta < 1`` without an operator norm."""
+    ``sigma_i = eta omega / sum_j |K_ij|`` per dual coordinate, made constant where a block or the
+    set needs it (a cone's ball projection, and the projection onto a simplex or budget set, is
+    the proximal map only for one step per cone or per row), so that
+    ``||Sigma^(1/2) K T^(1/2)|| <= eta < 1`` without an operator norm. ``sums`` are the blocks'
+    :meth:`~socicnn.blocks.ConvexBlock.pd_abs_sums`, ``col_x`` their column sums on ``x``."""
 
-    def __init__(self, split: _Split, x, aux, lip: torch.Tensor, separable: bool, sums=None, omega=None) -> None:
-        self.split, self.lip, self.omega, self.separable = split, lip, omega, separable
-        if sums is None:
-            sums = [b.pd_abs_sums(x, a) for b, a in zip(split.blocks, aux, strict=True)]
-        self.sums = sums
-        self.col_x = torch.zeros_like(x)
+    def __init__(self, split: _Split, sums: list, col_x, lip: torch.Tensor, separable: bool, omega=None) -> None:
+        self.split, self.sums, self.col_x = split, sums, col_x
+        self.lip, self.separable, self.omega = lip, separable, omega
+
+    @classmethod
+    def of(cls, split: _Split, x, aux, lip: torch.Tensor, separable: bool) -> _Steps:
+        sums = [b.pd_abs_sums(x, a) for b, a in zip(split.blocks, aux, strict=True)]
+        col_x = torch.zeros_like(x)
         for _, cx, _ in sums:
             if cx is not None:
-                self.col_x = self.col_x + cx
+                col_x = col_x + cx
+        return cls(split, sums, col_x, lip, separable)
 
     def steps(self):
         w = self.omega[:, None]
@@ -149,8 +135,7 @@ class _Steps:
 
     def select(self, keep, split):
         sums = [(_rows(r, keep), None if c is None else c[keep], _rows(cz, keep)) for r, c, cz in self.sums]
-        out = _Steps(split, self.col_x[keep], None, self.lip[keep], self.separable, sums, self.omega[keep])
-        return out
+        return _Steps(split, sums, self.col_x[keep], self.lip[keep], self.separable, self.omega[keep])
 
 
 def _smooth_lipschitz(split: _Split, x: torch.Tensor) -> torch.Tensor:
@@ -253,7 +238,7 @@ def primal_dual(
         (list(m) if isinstance(m, (list, tuple)) else [m]) if b.pd_affine(x, a) else []
         for b, a, m in zip(split.blocks, aux, ro.multipliers, strict=True)
     ]
-    st = _Steps(split, x, aux, _smooth_lipschitz(split, x), isinstance(cons, Box))
+    st = _Steps.of(split, x, aux, _smooth_lipschitz(split, x), isinstance(cons, Box))
     if omega is None:
         ysq = _flat_sq(dual, n, x)
         w0 = (ysq / _flat_sq([x], n, x).clamp(min=1e-300)).sqrt()
