@@ -310,9 +310,26 @@ def test_the_exact_cone_step_solves_a_quadratic_plus_cone_prox_in_one_step():
         model = BlockModel(d, [quad, cone])
         y = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
         pt = _Point(model, torch.arange(4), y.clone(), y, BETA, None, 1e-9)
-        step = _exact_cone_steps(pt)[0]
+        step = _exact_cone_steps(pt, [pt.tied])[0]
         ref = prox(model, y, BETA, method="socp")
         got = sc.inference.objective(model, y + step, y, BETA)
         assert float(((got - ref.value) / ref.value.abs().clamp(min=1.0)).abs().max()) <= 1e-8
         apex = cone.state(torch.as_tensor(ref.x)).norm <= 1e-6
         assert bool(apex.any()) == (lam == 30.0)  # the large weight puts some row's optimum at the apex
+
+
+@torch.no_grad()
+def test_newton_certifies_a_paper_size_query_near_a_cone_apex_with_many_ties():
+    # Paper A's experiment-1 model (d = 100, six layers of width 256, one quadratic and one norm
+    # block of dim 24) at beta = 0.1: this query's optimum has its norm block about 4e-5 from the
+    # apex and about 20 tied ReLU units. Face Newton used to creep along it (one tie per few
+    # iterations) and stop at the 100-iteration cap with a bound of 5e-6; the exact-cone step on
+    # the identification guesses' faces reaches it.
+    from socicnn.experiments.whitebox import queries
+
+    model = sc.SOCICNN(100, (256,) * 6, quad_dims=(24,), norm_dims=(24,), dtype=torch.float64, seed=0)
+    y = queries(200, 100, 1)[[16]]
+    res = prox(model, y, 0.1, method="newton")
+    assert bool(res.converged.all())
+    assert float(res.gap_bound.max()) <= 1e-9 * max(1.0, float(res.value.abs().max()))
+    assert int(res.iterations.max()) <= 40

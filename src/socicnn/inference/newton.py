@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,10 @@ __all__ = ["certified_gap_bound", "certified_subgradient_norm", "face_newton"]
 
 SLOW_FRACTION = 1e-3  # an iteration decreasing F by less than this share of the open gap also tries the stall escape
 CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall escape (:func:`_certificate`)
+# Iterations a query runs before the face of the kinks its Newton step crosses joins its candidates:
+# from the first point (the query itself) the look-ahead step won on 187 of 200 paper-size queries
+# at beta = 1 and that face on none, while costing most of the iteration.
+CROSSED_FACE_AFTER = 1
 IDENTIFY_AFTER = 3  # iterations a query runs before the identification guesses join its candidates
 IDENTIFY_TAUS = (1e-1, 1e-2, 1e-3, 1e-4)  # distances to a tie of the identification guesses in face_newton
 LOOKAHEAD = 1  # pattern updates of the look-ahead Newton candidate (:func:`_pattern_lookahead`)
@@ -72,7 +77,7 @@ class _Curvature:
     """``H + beta I`` on the current pieces, at a batch of points, with batched solves."""
 
     def __init__(self, pt: _Point, exclude: int | None = None) -> None:
-        self.beta, self.pt, self.exclude = pt.beta, pt, exclude
+        self.beta, self.pt, self.exclude = pt.beta, None, exclude
         n, d = pt.x.shape
         factors = []
         for i, (block, st, P) in enumerate(pt.parts()):
@@ -84,10 +89,10 @@ class _Curvature:
                 break
             if Q.shape[1]:
                 factors.append(Q)
-        self.Q = self.L = None
+        self.Q = self.L = self._pt = None
         self.free = False
         if factors is None or sum(Q.shape[1] for Q in factors) * n * d > DENSE_FACTOR_LIMIT:
-            self.free = True  # matrix-free: HVPs and conjugate gradients
+            self.free, self.pt = True, pt  # matrix-free: HVPs and conjugate gradients
             return
         if not factors:
             return  # H = 0: (beta I)^{-1}
@@ -99,9 +104,20 @@ class _Curvature:
         else:
             self.Q, self.L = Q, _cholesky(Q @ Q.transpose(1, 2) + self.beta[:, None, None] * eye)
 
+    @property
+    def pt(self) -> _Point | None:
+        """The point whose HVPs the matrix-free path applies. Held weakly (the point holds its
+        curvature), so no reference cycle keeps a point's tensors alive after its last use."""
+        return None if self._pt is None else self._pt()
+
+    @pt.setter
+    def pt(self, value: _Point | None) -> None:
+        self._pt = None if value is None else weakref.ref(value)
+
     def subset(self, keep, pt: _Point) -> _Curvature:
         out = object.__new__(_Curvature)
-        out.beta, out.pt, out.free, out.exclude = self.beta[keep], pt, self.free, self.exclude
+        out.beta, out.free, out.exclude = self.beta[keep], self.free, self.exclude
+        out.pt = pt if self.free else None
         out.Q = None if self.Q is None else self.Q[keep]
         out.L = None if self.L is None else self.L[keep]
         return out
@@ -201,7 +217,8 @@ class _Point:
         self._stale = None  # kinks released since the gradient and curvature were computed
         self.curv = _Curvature(self) if curvature else None
         # Dense kink Jacobians are computed once, at this (root) point, and shared by subsets.
-        self._root, self._jq, self._jac, self._jac_base = self, torch.arange(x.shape[0], device=x.device), {}, {}
+        # (_root is None at the root itself: no reference cycle, so a point is freed with its last use)
+        self._root, self._jq, self._jac, self._jac_base = None, torch.arange(x.shape[0], device=x.device), {}, {}
 
     def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(t, self.sizes, dim=-1))
@@ -254,7 +271,7 @@ class _Point:
 
     def _dense(self, i, block, st, pattern, size):
         if i not in self._jac:
-            root = self._root
+            root = self if self._root is None else self._root
             dense = getattr(root.blocks[i], "face_jacobian", None)
             if dense is None or root.x.shape[0] * size * root.x.shape[1] > DENSE_JACOBIAN_LIMIT:
                 return None
@@ -267,6 +284,7 @@ class _Point:
         """The same data for the queries ``keep`` (indices or mask)."""
         out = object.__new__(_Point)
         out.__dict__.update(self.__dict__)
+        out._root = self if self._root is None else self._root
         if keep.dtype == torch.bool:
             keep = keep.nonzero().squeeze(1)
         out.model = self.model.select(keep)
@@ -311,7 +329,7 @@ class _Point:
         ]
         if self.curv is not None and not self.curv.free and any(curved):
             self.curv = _Curvature(self)
-        elif self.curv is not None:
+        elif self.curv is not None and self.curv.free:
             self.curv.pt = self
 
     def _update_jacobians(self, at: torch.Tensor, side: torch.Tensor) -> None:
@@ -531,7 +549,8 @@ def _face_round(pt: _Point, cand, priority, eq, kmax):
     for lev in torch.unique(level[count > 0]).tolist():
         qi = ((level == lev) & (count > 0)).nonzero().squeeze(1)
         idx, valid, J, res = pt.rows_of(cand[qi], priority[qi], kmax, qi)
-        curv = pt.curv.subset(qi, pt.subset(qi)) if pt.curv.free else pt.curv.subset(qi, None)
+        sub = pt.subset(qi) if pt.curv.free else None  # held here: the curvature refers to it weakly
+        curv = pt.curv.subset(qi, sub)
         mu = _regularised_solve(curv.schur(J), res - (J @ Hg[qi, :, None])[..., 0], valid)
         dx[qi] = -curv.solve(pt.g[qi] + (J.transpose(1, 2) @ mu[..., None])[..., 0])
         mu_all[qi] = _scatter(idx, valid, mu, cand.shape[-1])
@@ -575,11 +594,12 @@ def _ball_maximiser(M: torch.Tensor, c: torch.Tensor, radius: torch.Tensor) -> t
     return (Q @ (qc / (evals + mu[:, None]).clamp(min=tiny))[..., None])[..., 0]
 
 
-def _exact_cone_steps(pt: _Point) -> list[torch.Tensor]:
+def _exact_cone_steps(pt: _Point, faces: list[torch.Tensor]) -> list[torch.Tensor]:
     """For each block that is one cone (:meth:`~socicnn.blocks.ConvexBlock.exact_cone`), the
     minimiser of the model ``g_o^T D + D^T H_o D / 2 + lam ||u + A D||`` (the other blocks'
     gradient ``g_o`` and curvature ``H_o`` on the current pieces, the cone kept exact), free and
-    on the face of the other blocks' ties (``J D = -k``). Newton's quadratic model of a cone is
+    on each of ``faces`` ``(n, K)`` (the other blocks' kinks in the face tied: ``J D = -k``; the
+    loop passes the reached ties and its identification guesses). Newton's quadratic model of a cone is
     poor within about ``||u||`` of its apex, where face Newton's iterates otherwise creep towards
     an optimum near, but not at, the apex. With ``W = H_o^{-1} - H_o^{-1} J^T S^{-1} J H_o^{-1}``
     (``S = J H_o^{-1} J^T``; ``W = H_o^{-1}`` without ties) the model's minimiser on the face is
@@ -597,10 +617,12 @@ def _exact_cone_steps(pt: _Point) -> list[torch.Tensor]:
             HA = curv.solve(A.T.expand(pt.x.shape[0], -1, -1).contiguous())  # (n, d, k)
             Hg = curv.solve(g_o)
             steps.append(_cone_model_step(A, u, lam, HA, -Hg))
-            others = pt.tied.clone()
-            others[:, start : start + size] = False
-            got = pt.rows_of(others, torch.zeros_like(pt.k), kmax=pt.x.shape[1]) if bool(others.any()) else None
-            if got is not None:
+            for face in faces:
+                others = face[:, : pt.K].clone()
+                others[:, start : start + size] = False
+                got = pt.rows_of(others, torch.zeros_like(pt.k), kmax=pt.x.shape[1]) if bool(others.any()) else None
+                if got is None:
+                    continue
                 _, valid, J, res = got
                 HJ = curv.solve(J.transpose(1, 2).contiguous())  # (n, d, t)
                 vf = valid.to(J.dtype)
@@ -674,7 +696,8 @@ def face_newton(
     2. the plain Newton direction ``dn`` on the current pieces;
     3. the candidate ties: kinks already tied or that ``dn`` crosses (the blocks'
        ``face_crossing``), constraint rows active or crossed;
-    4. face directions (:func:`_face_direction`) on the candidates and on the reached ties;
+    4. face directions (:func:`_face_direction`) on the candidates (from a query's second
+       iteration) and on the reached ties;
     5. backtracking over ``alpha = 1, 1/2, ...`` on the face directions (accepted on strict
        decrease), the step to the first kink along ``dn``, a look-ahead step and ``dn`` itself
        (Armijo), all candidates in one forward pass; the lowest accepted candidate wins
@@ -732,9 +755,16 @@ def face_newton(
         # Three guesses of the optimal face: the kinks dn crosses, the ties already reached, and
         # the first kink along dn (the step of a primal active-set method).
         ties = torch.cat([pt.tied, (pt.cres >= -tie_tol) | eq_all], dim=-1)
-        face_dirs = [_face_direction(pt, cand, priority, eq_all, rounds, kmax=d), dn.clone()]
+        ahead = _pattern_lookahead(pt, dn, LOOKAHEAD)
+        face_dirs = [ahead[-1].clone(), dn.clone()]
+        past_first = iterations[idx] > CROSSED_FACE_AFTER
+        later = past_first.nonzero().squeeze(1)
+        if later.numel():
+            face_dirs[0][later] = _face_direction(
+                pt.subset(later), cand[later], priority[later], eq_all, rounds, kmax=d
+            )
         # Without ties that face step is dn itself; when no kink is crossed it is the first one.
-        same = ties.any(-1) & (ties == cand).all(-1)
+        same = ties.any(-1) & (ties == cand).all(-1) & past_first
         face_dirs[1][same] = face_dirs[0][same]
         has_ties = (ties.any(-1) & ~same).nonzero().squeeze(1)
         if has_ties.numel():
@@ -746,7 +776,7 @@ def face_newton(
         else:
             first = torch.ones_like(F)
         face_dirs.append(first[:, None] * dn)
-        face_dirs.extend(_pattern_lookahead(pt, dn, LOOKAHEAD))
+        face_dirs.extend(ahead)
         # Identification guesses: the kinks within tau of their tie (and the rows within tau of
         # active), for a ladder of tau, each as one face; near a degenerate optimum (many ties)
         # one of them is the optimal face, found in one step instead of one tie per iteration.
@@ -754,8 +784,10 @@ def face_newton(
         # sooner by the steps above, and the guesses cost one face solve each.
         near = torch.cat([pt.k.abs(), (-pt.cres).clamp(min=0.0)], dim=-1)
         late = iterations[idx] > IDENTIFY_AFTER
+        guesses = [ties]
         for tau in IDENTIFY_TAUS if bool(late.any()) else ():
             guess = ties | (near <= tau)
+            guesses.append(guess)
             fresh = ((guess & ~ties).any(-1) & late).nonzero().squeeze(1)
             step = torch.zeros_like(dn)
             if fresh.numel():
@@ -764,8 +796,10 @@ def face_newton(
         # The certified subgradient's Newton step: it uses the best multipliers of the ties (a
         # descent direction at kinks where the pattern gradient g is not) and escapes stalls.
         face_dirs.append(-pt.curv.solve(s))
+        # Steps that keep a single cone exact, on the reached ties and on each guess: an optimum
+        # near (not at) a cone's apex with many tied units needs both (paper size, beta = 0.1).
         if rows is None and bool(late.any()):
-            face_dirs.extend(_exact_cone_steps(pt))
+            face_dirs.extend(_exact_cone_steps(pt, guesses))
         slope = (pt.g * dn).sum(-1)
         x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
         # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
