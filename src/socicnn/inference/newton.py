@@ -47,7 +47,9 @@ CERTIFICATE_REFINE = 50  # gradient steps on the tie multipliers of the stall es
 # reached ties (active rows included) did its work, the iteration counts were the same without it
 # and the time per query 25-33 % lower.
 CROSSED_FACE_AFTER = 1
-IDENTIFY_AFTER = 4  # iterations a query runs before the identification guesses join its candidates
+# Iterations a query runs before the identification guesses join its candidates: from a query's
+# fifth (paper size, prox from the query) unless the caller starts near the answer (see face_newton).
+IDENTIFY_AFTER = 4
 # Distances to a tie of the identification guesses in face_newton (at paper size a guess at 1e-1
 # never won and, with faces of up to d rows, cost a quarter of the time at beta = 1).
 IDENTIFY_TAUS = (1e-2, 1e-3, 1e-4)
@@ -689,10 +691,15 @@ def face_newton(
     rtol: float,
     tie_tol: float,
     rounds: int = 4,
+    identify_after: int = IDENTIFY_AFTER,
 ) -> LoopResult:
     """Kink-aware Newton: damped Newton plus Newton steps on predicted optimal faces.
 
-    ``beta`` is one number or one value per query ``(N,)``.
+    ``beta`` is one number or one value per query ``(N,)``. ``identify_after``: iterations a
+    query runs before the identification guesses (below) join its candidates; a caller whose
+    ``y`` is a previous iterate near the answer (the proximal-point steps of
+    :func:`~socicnn.inference.minimize`) passes a smaller value, since its optimal face is usually
+    close to the ties already reached.
 
     Each iteration, on the queries still running:
 
@@ -785,10 +792,10 @@ def face_newton(
         # Identification guesses: the kinks within tau of their tie (and the rows within tau of
         # active), for a ladder of tau, each as one face; near a degenerate optimum (many ties)
         # one of them is the optimal face, found in one step instead of one tie per iteration.
-        # Only for queries past IDENTIFY_AFTER iterations: most queries at large beta are solved
+        # Only for queries past identify_after iterations: most queries at large beta are solved
         # sooner by the steps above, and the guesses cost one face solve each.
         near = torch.cat([pt.k.abs(), (-pt.cres).clamp(min=0.0)], dim=-1)
-        late = iterations[idx] > IDENTIFY_AFTER
+        late = iterations[idx] > identify_after
         guesses = [ties]
         for tau in IDENTIFY_TAUS if bool(late.any()) else ():
             guess = ties | (near <= tau)
