@@ -253,6 +253,16 @@ class _Point:
     def _set_gradient(self):
         self.g = self.duals(torch.zeros_like(self.k))[0] + self.beta[:, None] * (self.x - self.y)
 
+    def minorant_slack(self) -> torch.Tensor:
+        """``(n,)`` slack of the pattern gradient ``g`` as a subgradient: the blocks' gap slack of
+        their canonical multipliers on the current pattern (nonzero where a near-tie is not an
+        exact one), so ``F(z) >= F(x) - slack + g^T (z - x) + (beta/2)||z - x||^2``."""
+        _, mults, _, _ = self.duals(torch.zeros_like(self.k))
+        eps = self.x.new_zeros(self.x.shape[0])
+        for b, st, m in zip(self.blocks, self.states, mults, strict=True):
+            eps = eps + b.gap_slack(st, m)
+        return eps.clamp(min=0.0)
+
     def jvp(self, dx: torch.Tensor) -> torch.Tensor:
         """``(n, K)`` change of every kink coordinate along ``dx`` on the current pieces."""
         return torch.cat([b.face_jvp(st, p, dx) for b, st, p in self.parts()], dim=-1)
@@ -813,7 +823,10 @@ def face_newton(
         if rows is None and bool(late.any()):
             face_dirs.extend(_exact_cone_steps(pt, guesses))
         slope = (pt.g * dn).sum(-1)
-        x_new, F_new, moved = _candidate_search(model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint)
+        minorant = (pt.g, pt.minorant_slack())
+        x_new, F_new, moved = _candidate_search(
+            model, idx, ya, beta[idx], x, F, face_dirs, dn, slope, constraint, minorant
+        )
         # Where nothing decreased, a plain step -s / beta along a subgradient refined towards the
         # least-norm one (steepest descent): it can leave a tie that the curvature of the pieces
         # around it does not see, such as a cone sitting at its apex.
@@ -826,6 +839,7 @@ def face_newton(
             xs, Fs, ms = _candidate_search(
                 model, idx[still], ya[still], beta[idx[still]], x[still], F[still],
                 [-s_ref / beta[idx[still], None]], dn[still], slope[still], constraint,
+                (minorant[0][still], minorant[1][still]),
             )  # fmt: skip
             take = ms & (Fs < F_new[still])
             x_new[still[take]], F_new[still[take]] = xs[take], Fs[take]
@@ -848,7 +862,7 @@ def face_newton(
     return LoopResult(X, Fv, grad_norm, iterations, converged, history, gap_bound)
 
 
-def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constraint):
+def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constraint, minorant):
     """Backtrack ``alpha`` on every direction separately; keep the lowest accepted candidate.
 
     Each direction halves its own ``alpha`` from 1 until it is accepted (face directions on
@@ -856,14 +870,29 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
     direction does not stop a long productive one on another; every halving evaluates the
     pending (direction, query) pairs in one forward pass. Returns the new points and values and
     whether each query moved.
+
+    ``minorant = (g, eps)``: a subgradient ``g`` ``(n, d)`` of ``F`` at ``x`` up to a slack
+    ``eps`` ``(n,)``, so ``F(x + D) >= F(x) - eps + g^T D + (beta/2)||D||^2`` for every step
+    ``D`` (strong convexity). A trial whose bound is not below the best value reached so far
+    (``F(x)`` at first) cannot be accepted, or cannot win: it is not evaluated. Without a
+    constraint the bound along a direction only grows as ``alpha`` falls below its minimiser
+    ``alpha* = -g^T d / (beta ||d||^2)``, so such a direction is dropped there (at once when
+    ``g^T d >= 0``: it is no descent direction at all); with one the projection bends the path,
+    and only the single trial is skipped.
     """
     dirs = torch.stack([*face_dirs, dn], dim=0)  # (D, n, d)
     D, n, d = dirs.shape
     project: Callable = (lambda t: t) if constraint is None else constraint.project
+    g, eps = minorant
+    eps = eps + 1e2 * torch.finfo(F.dtype).eps * (1 + F.abs())  # and rounding in the values
+    gd = (g[None] * dirs).sum(-1)  # (D, n)
+    a_star = -gd / (beta[None] * (dirs * dirs).sum(-1)).clamp(min=torch.finfo(F.dtype).tiny)
     alpha = torch.ones(D, n, dtype=F.dtype, device=F.device)
     best = torch.full((D, n), math.inf, dtype=F.dtype, device=F.device)
     best_x = x[None].expand(D, n, d).clone()
-    pending = torch.ones(D, n, dtype=torch.bool, device=F.device)
+    pending = dirs.abs().amax(-1) > 0  # a zero direction (a guess a query did not take) cannot decrease F
+    if constraint is None:
+        pending &= gd < 0
     is_newton = torch.zeros(D, 1, dtype=torch.bool, device=F.device)
     is_newton[-1] = True
     for _ in range(MAX_HALVINGS):
@@ -872,6 +901,15 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
             break
         a = alpha[pd, pq]
         trials = project(x[pq] + a[:, None] * dirs[pd, pq])
+        step = trials - x[pq]
+        lower = F[pq] - eps[pq] + (g[pq] * step).sum(-1) + 0.5 * beta[pq] * (step * step).sum(-1)
+        hope = lower < torch.minimum(F, best.amin(0))[pq]
+        if constraint is None:  # below alpha*, smaller steps only raise the bound
+            pending[pd[~hope & (a <= a_star[pd, pq])], pq[~hope & (a <= a_star[pd, pq])]] = False
+        alpha[pd[~hope], pq[~hope]] *= 0.5
+        pd, pq, a, trials = pd[hope], pq[hope], a[hope], trials[hope]
+        if pd.numel() == 0:
+            continue
         values = objective(model.select(idx[pq]), trials, y[pq], beta[pq])
         armijo = values <= F[pq] + ARMIJO * a * slope[pq]
         ok = torch.where(is_newton[pd, 0], armijo, values < F[pq])
