@@ -339,7 +339,8 @@ def test_newton_certifies_a_paper_size_query_near_a_cone_apex_with_many_ties():
 def test_the_line_search_minorant_bounds_the_objective_below():
     # The candidate search skips trials by F(z) >= F(x) - slack + g^T (z - x) + (beta/2)||z - x||^2
     # with g the pattern gradient; with a loose tie tolerance many near-ties get a side that is
-    # not theirs, and the slack must cover that.
+    # not theirs (the blocks' gap slack is then positive somewhere, asserted below); the bound is
+    # checked at random points around x at three scales.
     from socicnn.inference.newton import _Point
 
     model = sc.SOCICNN(6, (16, 16), quad_dims=(3,), norm_dims=(4,), dtype=torch.float64, seed=3)
