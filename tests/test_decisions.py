@@ -141,3 +141,19 @@ def test_decision_quality_counts_lpcf_among_the_others():
     ev = decision_quality(pd.DataFrame(rows))
     assert ev.outcome == "fails" and "ratio SOC / best other 1.80" in ev.measured  # lpcf counts, pcf does not
     assert decision_quality(pd.DataFrame(rows[:2])).outcome == "holds"
+
+
+def test_a_partial_stored_table_is_summarised_with_its_seed_counts():
+    # A paper run stopped early: case t0 has two seeds, t1 one; the cells say so and the verdict
+    # names the scope it was given (SOC-ICNN loses t0, 1.5 against 1, and wins t1: in part).
+    rows = []
+    for task, seeds in (("t0", (0, 1)), ("t1", (0,))):
+        for seed in seeds:
+            for key, regret in (("soc", 0.5 + 2 * seed), ("relu", 1.0), ("soc_picnn", 0.4)):
+                rows.append(dict(task=task, dim=10, model=ds.LABELS[key], key=key, protocol="exact", seed=seed,
+                                 instances=200, params=100, regret_mean=regret))
+    summary = ds.summarize_per_seed(pd.DataFrame(rows))
+    table = ds.cells(summary, "regret_mean")
+    assert table.loc[("t0", 10), "SOC-ICNN"] == "1.5 ± 1" and table.loc[("t1", 10), "SOC-ICNN"] == "0.5 (1 seed)"
+    lines = ds.verdict(summary, "on the 3 of 54 cases stored")
+    assert "holds only in part on the 3 of 54 cases stored" in lines[-2]

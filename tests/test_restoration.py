@@ -85,10 +85,12 @@ def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypat
     saved = load_table(out)
     assert len(saved.table) == 3 and saved.meta["config"]["cases_total"] == 15
     assert [tuple(c) for c in saved.meta["config"]["cases_done"]] == calls[:3]
+    assert saved.cases() == (3, 15) and not saved.complete
     calls.clear()
     stop[0] = None
     ir.main(["smoke", "--out", str(out), "--resume"])
     assert len(calls) == 12 and len(load_table(out).table) == 15
+    assert load_table(out).cases() == (15, 15) and load_table(out).complete
     calls.clear()
     ir.main(["smoke", "--out", str(out), "--resume"])  # nothing left: nothing runs
     assert calls == []

@@ -32,6 +32,7 @@ def test_save_and_load_round_trip_with_provenance(tmp_path):
     assert meta["package_version"] == socicnn.__version__
     assert meta["versions"]["torch"] and meta["versions"]["clarabel"]
     assert "t.csv: 2 rows, profile=book" in stored.describe()
+    assert stored.cases() is None and stored.complete  # written in one piece, not case by case
 
 
 def _saved(tmp_path) -> Path:

@@ -510,6 +510,22 @@ def per_row(t: torch.Tensor, shape: tuple[int, ...]) -> bool:
     return t.ndim > len(shape)
 
 
+def dense_affine_parameters(
+    in_dim: int,
+    rows: int,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+    """A block's map ``M`` ``(rows, in_dim)`` with entries ``N(0, 1 / in_dim)``, its offset ``m0``
+    ``(rows,)`` with entries ``N(0, 0.01)`` (one float64 draw from ``generator``, then cast) and
+    its raw weight ``1``: the initial ``(M, m0, weight_raw)`` of the dense quadratic and norm blocks."""
+    kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+    g = torch.randn(rows * in_dim + rows, generator=generator, dtype=torch.float64)
+    M = nn.Parameter((g[: rows * in_dim].view(rows, in_dim) * in_dim**-0.5).to(**kw))
+    return M, nn.Parameter((0.1 * g[rows * in_dim :]).to(**kw)), nn.Parameter(torch.ones((), **kw))
+
+
 def affine_image(x: torch.Tensor, M: torch.Tensor, m0: torch.Tensor | None = None) -> torch.Tensor:
     """``x M^T + m0`` ``(N, k)`` for points ``x`` ``(N, d)``, ``M`` ``(k, d)``, ``m0`` ``(k,)``,
     ``(N, k)`` (per-row offsets) or ``None``.

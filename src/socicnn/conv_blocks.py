@@ -26,6 +26,7 @@ from torch import nn
 
 from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock, project_balls, to_numpy
 from .convmaps import DENSE_MAP_LIMIT, ConvMap
+from .quadratic import quadratic_lift
 
 __all__ = ["ConvQuadraticBlock", "GroupedNormBlock"]
 
@@ -160,18 +161,7 @@ class ConvQuadraticBlock(SmoothBlock):
         return {"B": self.conv.sparse()}
 
     def lift(self, x, data) -> BlockLift:
-        """``min alpha s`` s.t. ``q = B x + e``, ``||q||^2 <= 2 s`` (a rotated cone written as
-        ``||(2 q, 2 s - 1)|| <= 2 s + 1``). The dual of ``q = B x + e`` is ``p``."""
-        B = self.numpy_weights()["B"]
-        q = cp.Variable(self.dim)
-        s = cp.Variable()
-        link = q == B @ x + data["e"]
-        cone = cp.SOC(2 * s + 1, cp.hstack([2 * q, cp.reshape(2 * s - 1, (1,), order="C")]))
-
-        def read() -> np.ndarray:
-            return -np.asarray(link.dual_value, dtype=float).reshape(-1)
-
-        return BlockLift(data["alpha"] * s, [link, cone], read)
+        return quadratic_lift(self.numpy_weights()["B"], x, data)  # B: the convolution's sparse matrix
 
 
 # ============================================================================ grouped norm

@@ -20,9 +20,17 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 import torch
-from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, project_balls, to_numpy
+from .blocks import (
+    BlockLift,
+    ConvexBlock,
+    DualSetLift,
+    FaceDuals,
+    affine_image,
+    dense_affine_parameters,
+    project_balls,
+    to_numpy,
+)
 
 __all__ = ["GroupedNormBase", "GroupedNormBlock", "GroupedNormState"]
 
@@ -291,9 +299,4 @@ class GroupedNormBlock(GroupedNormBase):
     ) -> None:
         super().__init__()
         self.in_dim, self.groups, self.group_dim = in_dim, groups, group_dim
-        rows = groups * group_dim
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        g = torch.randn(rows * in_dim + rows, generator=generator, dtype=torch.float64)
-        self.A = nn.Parameter((g[: rows * in_dim].view(rows, in_dim) * in_dim**-0.5).to(**kw))
-        self.d = nn.Parameter((0.1 * g[rows * in_dim :]).to(**kw))
-        self.lam_raw = nn.Parameter(torch.ones((), **kw))
+        self.A, self.d, self.lam_raw = dense_affine_parameters(in_dim, groups * group_dim, generator, dtype, device)

@@ -16,9 +16,17 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 import torch
-from torch import nn
 
-from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, affine_image, project_balls, to_numpy
+from .blocks import (
+    BlockLift,
+    ConvexBlock,
+    DualSetLift,
+    FaceDuals,
+    affine_image,
+    dense_affine_parameters,
+    project_balls,
+    to_numpy,
+)
 
 
 @dataclass
@@ -60,11 +68,7 @@ class NormBlock(ConvexBlock):
     ) -> None:
         super().__init__()
         self.in_dim, self.dim = in_dim, dim
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        g = torch.randn(dim * in_dim + dim, generator=generator, dtype=torch.float64)
-        self.A = nn.Parameter((g[: dim * in_dim].view(dim, in_dim) * in_dim**-0.5).to(**kw))
-        self.d = nn.Parameter((0.1 * g[dim * in_dim :]).to(**kw))
-        self.lam_raw = nn.Parameter(torch.ones((), **kw))
+        self.A, self.d, self.lam_raw = dense_affine_parameters(in_dim, dim, generator, dtype, device)
 
     def default_data(self) -> dict[str, torch.Tensor]:
         return {"d": self.d, "lam": self.lam_raw.abs()}

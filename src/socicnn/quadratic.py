@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 import torch
-from torch import nn
 
-from .blocks import BlockLift, DualSetLift, SmoothBlock, affine_image, to_numpy
+from .blocks import BlockLift, DualSetLift, SmoothBlock, affine_image, dense_affine_parameters, to_numpy
 
 
 @dataclass
@@ -54,11 +53,7 @@ class QuadraticBlock(SmoothBlock):
     ) -> None:
         super().__init__()
         self.in_dim, self.dim = in_dim, dim
-        kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        g = torch.randn(dim * in_dim + dim, generator=generator, dtype=torch.float64)
-        self.B = nn.Parameter((g[: dim * in_dim].view(dim, in_dim) * in_dim**-0.5).to(**kw))
-        self.e = nn.Parameter((0.1 * g[dim * in_dim :]).to(**kw))
-        self.alpha_raw = nn.Parameter(torch.ones((), **kw))
+        self.B, self.e, self.alpha_raw = dense_affine_parameters(in_dim, dim, generator, dtype, device)
 
     def default_data(self) -> dict[str, torch.Tensor]:
         return {"e": self.e, "alpha": self.alpha_raw.abs()}
@@ -146,15 +141,19 @@ class QuadraticBlock(SmoothBlock):
         return {"B": to_numpy(self.B)}
 
     def lift(self, x, data) -> BlockLift:
-        """``min alpha s`` s.t. ``q = B x + e``, ``||q||^2 <= 2 s`` as the SOC
-        ``||(2 q, 2 s - 1)|| <= 2 s + 1``. The dual of ``q = B x + e`` is ``p``."""
-        B = self.numpy_weights()["B"]
-        q = cp.Variable(self.dim)
-        s = cp.Variable()
-        link = q == B @ x + data["e"]
-        cone = cp.SOC(2 * s + 1, cp.hstack([2 * q, cp.reshape(2 * s - 1, (1,), order="C")]))
+        return quadratic_lift(self.numpy_weights()["B"], x, data)
 
-        def read() -> np.ndarray:
-            return -np.asarray(link.dual_value, dtype=float).reshape(-1)
 
-        return BlockLift(data["alpha"] * s, [link, cone], read)
+def quadratic_lift(B, x, data) -> BlockLift:
+    """``min alpha s`` s.t. ``q = B x + e``, ``||q||^2 <= 2 s`` as the SOC
+    ``||(2 q, 2 s - 1)|| <= 2 s + 1``, for a dense or sparse ``B``; the dual of ``q = B x + e``
+    is ``p``."""
+    q = cp.Variable(B.shape[0])
+    s = cp.Variable()
+    link = q == B @ x + data["e"]
+    cone = cp.SOC(2 * s + 1, cp.hstack([2 * q, cp.reshape(2 * s - 1, (1,), order="C")]))
+
+    def read() -> np.ndarray:
+        return -np.asarray(link.dual_value, dtype=float).reshape(-1)
+
+    return BlockLift(data["alpha"] * s, [link, cone], read)

@@ -226,6 +226,21 @@ class StoredTable:
             f"({m['hardware']}), socicnn {m['package_version']} ({origin}), {m['date']}{wall}"
         )
 
+    def cases(self) -> tuple[int, int] | None:
+        """``(finished, total)`` cases of a table written case by case (:func:`run_cases`), or
+        ``None`` for a table written in one piece."""
+        config = self.meta.get("config", {})
+        if "cases_done" not in config:
+            return None
+        done = len(config["cases_done"])
+        return done, int(config.get("cases_total", done))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every case of the run's profile is in the table."""
+        cases = self.cases()
+        return cases is None or cases[0] >= cases[1]
+
 
 def load_table(path: str | Path) -> StoredTable | None:
     """The stored table at ``path`` with its provenance, or ``None`` if the CSV is absent.

@@ -489,9 +489,11 @@ def summarize_per_seed(ps: pd.DataFrame) -> pd.DataFrame:
 
 
 def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.DataFrame:
-    """``metric`` as ``"mean ± sd"`` over seeds: rows (task, d), columns the models."""
+    """``metric`` as ``"mean ± sd"`` over seeds (``"mean (1 seed)"`` where a case has one seed):
+    rows (task, d), columns the models."""
     sub = summary[summary["protocol"] == protocol].copy()
-    sub["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in zip(sub[f"{metric}_mean"], sub[f"{metric}_sd"], strict=True)]
+    sub["cell"] = [f"{m:.3g} ± {s:.1g}" if n > 1 else f"{m:.3g} (1 seed)"
+                   for m, s, n in zip(sub[f"{metric}_mean"], sub[f"{metric}_sd"], sub["seeds"], strict=True)]
     out = sub.pivot(index=["task", "dim"], columns="model", values="cell")
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 
@@ -524,11 +526,12 @@ def lpcf_comparison(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), lines
 
 
-def verdict(summary: pd.DataFrame) -> list[str]:
+def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
     """Sentences computed from the exact decisions of a :func:`summarize` table: per (task, d) the
     model with the lowest mean regret, the SOC-ICNN's, the best other family's and the picnn
     variant's; then paper A's claim judged by :func:`~socicnn.experiments.claims.decision_quality`
-    and whether the picnn mode improves on the bias mode."""
+    (``scope`` says which cases the table covers) and whether the picnn mode improves on the bias
+    mode."""
     from .claims import decision_quality
 
     ex = summary[summary["protocol"] == "exact"]
@@ -550,7 +553,7 @@ def verdict(summary: pd.DataFrame) -> list[str]:
     word = {"holds": "holds", "partial": "holds only in part", "fails": "does not hold"}[ev.outcome]
     out.append(f"Paper A's claim of competitive decisions (SOC-ICNN's mean regret within 1.1x of the best other "
                f"parameter-matched model's, the four other families and lpcf, in at least 2/3 of the cases) {word} "
-               f"at this profile: {ev.measured}.")
+               f"{scope}: {ev.measured}.")
     if "soc_picnn" in set(ex["key"]):
         out.append(f"Letting the curvature and cone weights depend on the context (picnn mode, no more parameters) "
                    f"lowers the SOC-ICNN's mean regret in {picnn_better} of {len(cases)} cases.")
