@@ -100,7 +100,7 @@ def test_models_of_the_comparison_are_parameter_matched():
     pcf = models["pcf"]
     assert all(not blk.B.requires_grad for blk in pcf.base.quad_blocks)
     theta = torch.randn(3, dt.CONTEXT_DIM)
-    alphas = torch.stack([dct["alpha"] for dct in pcf.block_data(theta)[1 : 1 + 10]], 1)
+    alphas = torch.stack([dct["alpha"] for dct in pcf.block_data(theta)[1 : 1 + 10]], 1).detach()
     assert alphas.shape == (3, 10) and float(alphas.min()) >= 0
 
 

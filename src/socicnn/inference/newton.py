@@ -62,6 +62,7 @@ GROUP_ABOVE = 16  # face solves are grouped by size only when some face has more
 DENSE_JACOBIAN_LIMIT = 2**25  # numbers in a cached (n, K, d) kink Jacobian (256 MiB in float64)
 DENSE_FACTOR_LIMIT = 2**27  # numbers in the stacked (n, r, d) curvature factors (1 GiB in float64) before CG
 CG_MAX_ITER = 500
+STRAIGHT_TOL = 1e-12  # a projected line-search step this close to half the previous one: the path is straight
 
 
 def _subset_state(st, keep):
@@ -875,8 +876,11 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
     (``F(x)`` at first) cannot be accepted, or cannot win: it is not evaluated. Without a
     constraint the bound along a direction only grows as ``alpha`` falls below its minimiser
     ``alpha* = -g^T d / (beta ||d||^2)``, so such a direction is dropped there (at once when
-    ``g^T d >= 0``: it is no descent direction at all); with one the projection bends the path,
-    and only the single trial is skipped.
+    ``g^T d >= 0``: it is no descent direction at all). With one the path ``P(x + alpha d) - x``
+    bends, but the sets here are polyhedral, so it is straight for small ``alpha`` (the projection
+    onto the tangent cone at ``x``): once a halving halves the step ``s`` (to rounding) the path
+    counts as straight from there down, and the same rule applies along ``s``; a zero step stays
+    zero for every smaller ``alpha``.
     """
     dirs = torch.stack([*face_dirs, dn], dim=0)  # (D, n, d)
     D, n, d = dirs.shape
@@ -891,6 +895,8 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
     pending = dirs.abs().amax(-1) > 0  # a zero direction (a guess a query did not take) cannot decrease F
     if constraint is None:
         pending &= gd < 0
+    else:
+        last = torch.full_like(best_x, math.nan)  # each pending pair's step at the previous halving
     is_newton = torch.zeros(D, 1, dtype=torch.bool, device=F.device)
     is_newton[-1] = True
     for _ in range(MAX_HALVINGS):
@@ -900,11 +906,18 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
         a = alpha[pd, pq]
         trials = project(x[pq] + a[:, None] * dirs[pd, pq])
         step = trials - x[pq]
-        lower = F[pq] - eps[pq] + (g[pq] * step).sum(-1) + 0.5 * beta[pq] * (step * step).sum(-1)
+        gs, ss = (g[pq] * step).sum(-1), (step * step).sum(-1)
+        lower = F[pq] - eps[pq] + gs + 0.5 * beta[pq] * ss
         hope = lower < torch.minimum(F, best.amin(0))[pq]
         if constraint is None:  # below alpha*, smaller steps only raise the bound
             drop = ~hope & (a <= a_star[pd, pq])
-            pending[pd[drop], pq[drop]] = False
+        else:
+            # The bound along the straight path t s (t <= 1) is lowest at t = 1 when
+            # g^T s + beta ||s||^2 <= 0, and cannot fall below F - eps when g^T s >= 0.
+            straight = (step - 0.5 * last[pd, pq]).abs().amax(-1) <= STRAIGHT_TOL * (1 + x[pq].abs().amax(-1))
+            drop = (ss == 0) | (~hope & straight & ((gs >= 0) | (gs + beta[pq] * ss <= 0)))
+            last[pd, pq] = step
+        pending[pd[drop], pq[drop]] = False
         alpha[pd[~hope], pq[~hope]] *= 0.5
         pd, pq, a, trials = pd[hope], pq[hope], a[hope], trials[hope]
         if pd.numel() == 0:
