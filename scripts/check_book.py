@@ -10,7 +10,7 @@
 - The API reference documents every public name of the library's first-wave contract, the
   general index lists them, and the index of theorems and proofs is linked from the book.
 - Pointers to the developers' design notes (MATH.md, EXPERIMENTS.md, shared/design), which a
-  reader does not have, are listed (a report: the library's docstrings still hold some).
+  reader does not have, are listed (a report; tests/test_packaging.py fails on any in the sources).
 
 Usage: python scripts/check_book.py [HTML_DIR]   (default: _build/html)
 """

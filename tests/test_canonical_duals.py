@@ -92,7 +92,7 @@ def test_canonical_multipliers_at_ties_are_still_optimal():
 
 def test_solver_duals_evaluate_to_the_solver_dual_value():
     """LiftingSolution.dual_value and .dual_residual are the dual objective and the dual
-    feasibility violation of its (nu, p, r), written out by hand from the weights (MATH.md §2)."""
+    feasibility violation of its (nu, p, r), written out by hand from the weights (the SOCP lifting's dual)."""
     model = sc.SOCICNN(3, (6, 6), quad_dims=(2,), norm_dims=(3,), dtype=F64, seed=8)
     x0 = torch.randn(3, dtype=F64)
     sol = sc.lifting.solve(model, x0, solver="clarabel")

@@ -23,7 +23,7 @@ DOCUMENTED_DEPTHS = {
 
 
 def _count(d, width, depth, k_quad, k_norm):
-    """Independent count from MATH.md §1: W_l, b_l per layer, U_l for l >= 2, c, v, b0; blocks."""
+    """Independent count of the model's parameters: W_l, b_l per layer, U_l for l >= 2, c, v, b0; blocks."""
     backbone = depth * (width * d + width) + (depth - 1) * width * width + width + d + 1
     return backbone + sum(k * d + k + 1 for k in (k_quad, k_norm) if k)
 

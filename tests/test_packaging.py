@@ -90,3 +90,23 @@ def test_setup_script_installs_the_extras(extra):
 def test_jupyter_book_stays_below_2():
     book = {canonicalize_name(r.name): r.specifier for r in pyproject_requirements()}["jupyter-book"]
     assert book.contains("1.0.4") and not book.contains("2.0.0")
+
+
+def test_nothing_points_readers_at_the_developers_design_notes():
+    # The README, the book, the library and its tests stand alone: readers do not have the
+    # developers' design notes, so no file may send them there (the book checker only reports).
+    notes = re.compile(r"\b(?:" + "|".join(("MATH", "EXPERIMENTS", "API", "STYLE")) + r")\.md\b|shared" + "/design")
+    from pathlib import Path
+
+    root = Path(ROOT)
+    files = [root / name for name in ("README.md", "_config.yml", "_toc.yml", "pyproject.toml", "environment.yml")]
+    for pattern in ("src/**/*.py", "tests/*.py", "book/*.md", "benchmarks/*", "scripts/*"):
+        files += sorted(root.glob(pattern))
+    hits = [
+        f"{path.relative_to(root)}:{i}"
+        for path in files
+        if path.is_file() and path.name != "check_book.py"
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if notes.search(line)
+    ]
+    assert not hits, f"pointers to the design notes: {hits}"

@@ -1,5 +1,6 @@
-"""Dual readout (MATH.md §3) against independent witnesses: autograd, finite differences and a
-conic solver's duals; bad input gives clear errors."""
+"""Dual readout (gradients, Hessians, HVPs and directional derivatives from the optimal duals)
+against independent witnesses: autograd, finite differences and a conic solver's duals; bad
+input gives clear errors."""
 
 from __future__ import annotations
 

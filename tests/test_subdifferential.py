@@ -1,5 +1,5 @@
 """The optimal dual set D*(x) at planted ties: sampling, membership, minimum-norm subgradient and
-the max-over-duals directional derivative (MATH.md §3)."""
+the max-over-duals directional derivative f'(x; delta) = max over D*(x) of the dual slope times delta."""
 
 from __future__ import annotations
 
