@@ -357,3 +357,46 @@ def test_the_line_search_minorant_bounds_the_objective_below():
         lower = F_x - slack + (pt.g * step).sum(-1) + 0.5 * BETA * (step * step).sum(-1)
         F_z = sc.inference.objective(model, z, y, BETA)
         assert bool((F_z >= lower - 1e-12 * (1 + F_z.abs())).all())
+
+
+@torch.no_grad()
+def test_the_constrained_line_search_drops_a_rising_direction_once_its_path_is_straight():
+    # Every point sits on the face x_0 = 1 of the box [-1, 1]^6 and the direction leaves the box
+    # there (d_0 = 1), so the projection bends every trial; its projected step is a d' (d' = d
+    # without d_0), which raises F's strong-convexity bound (g^T d' > 0). After one halving the
+    # step has halved too: the path is straight, no shorter step can decrease F, and the direction
+    # is dropped after two projections instead of forty. Along -d' the same search moves.
+    from socicnn.inference import newton as nw
+
+    model = sc.SOCICNN(6, (16, 16), quad_dims=(3,), norm_dims=(4,), dtype=torch.float64, seed=3)
+    gen = torch.Generator().manual_seed(5)
+    n = 20
+    x = 0.5 * torch.rand(n, 6, dtype=torch.float64, generator=gen) - 0.25
+    x[:, 0] = 1.0
+    y = torch.randn(n, 6, dtype=torch.float64, generator=gen)
+    box = sc.inference.Box(-1.0, 1.0)
+    calls = []
+
+    class Counted(sc.inference.Box):
+        def project(self, z):
+            calls.append(z.shape[0])
+            return super().project(z)
+
+    counted = Counted(-1.0, 1.0)
+    idx = torch.arange(n)
+    pt = nw._Point(model, idx, x, y, BETA, None, 1e-9)
+    tangent = pt.g.clone()
+    tangent[:, 0] = 0.0
+    tangent = 0.1 * tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True)
+    beta = torch.full((n,), BETA, dtype=torch.float64)
+    F = sc.inference.objective(model, x, y, BETA)
+    minorant = (pt.g, pt.minorant_slack())
+    none = torch.zeros_like(x)
+    rising = tangent.clone()
+    rising[:, 0] = 1.0
+    x_new, F_new, moved = nw._candidate_search(model, idx, y, beta, x, F, [rising], none, F, counted, minorant)
+    assert len(calls) == 2 and not bool(moved.any()) and torch.equal(x_new, x)
+    calls.clear()
+    x_new, F_new, moved = nw._candidate_search(model, idx, y, beta, x, F, [-tangent], none, F, counted, minorant)
+    assert bool(moved.all()) and bool((F_new < F).all()) and len(calls) < 40
+    assert bool((box.project(x_new) == x_new).all())
