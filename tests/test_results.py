@@ -147,3 +147,26 @@ r.save_table(pd.DataFrame({{"a": [1]}}), "t.csv", profile="paper", device="cpu")
     subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, check=True, capture_output=True)
     meta = load_table(proj / "t.csv").meta
     assert meta["source"] == "checkout" and meta["git_commit"] == first and meta["git_dirty"] is False
+
+
+def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
+    from socicnn.results import run_cases
+
+    out = tmp_path / "r.csv"
+
+    def one(case):
+        return pd.DataFrame({"case": [case[0]]}), f"case {case[0]}"
+
+    run_cases(out, [(1,), (2,)], one, profile="paper", device="cpu", resume=False)
+    assert [r["cases"] for r in load_table(out).meta["config"]["runs"]] == [2]
+    # a table saved before runs were recorded: its own provenance becomes the first run
+    meta_path = out.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["runs"]
+    meta_path.write_text(json.dumps(meta))
+    run_cases(out, [(1,), (2,), (3,)], one, profile="paper", device="cpu", resume=True)
+    stored = load_table(out)
+    assert stored.table["case"].tolist() == [1, 2, 3] and stored.cases() == (3, 3)
+    runs = stored.meta["config"]["runs"]
+    assert [r["cases"] for r in runs] == [2, 1] and runs[0]["git_commit"] == meta["git_commit"]
+    assert "its cases come from 2 runs" in stored.describe()

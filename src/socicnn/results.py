@@ -221,6 +221,10 @@ class StoredTable:
         m = self.meta
         origin = f"commit {m['git_commit'][:10]}" if m.get("git_commit") else "installed package"
         wall = f", {m['wall_time_s'] / 60:.1f} min" if m.get("wall_time_s") is not None else ""
+        runs = m.get("config", {}).get("runs") or []
+        if len(runs) > 1:  # a table finished by several processes (e.g. resumed in later sessions)
+            commits = ", ".join(dict.fromkeys((r.get("git_commit") or "unknown")[:10] for r in runs))
+            wall += f"; its cases come from {len(runs)} runs (commits {commits})"
         return (
             f"{self.path.name}: {len(self.table)} rows, profile={m['profile']}, device={m['device']} "
             f"({m['hardware']}), socicnn {m['package_version']} ({origin}), {m['date']}{wall}"
@@ -281,6 +285,12 @@ def load_stored(name: str) -> StoredTable | None:
     return load_table(stored_dir() / f"{name}.csv")
 
 
+def _run_entry(meta: dict, cases: int, wall_time: float) -> dict:
+    """One process's share of a case-by-case table (for ``runs`` in :func:`run_cases`)."""
+    keys = ("git_commit", "git_dirty", "device", "hardware", "package_version", "versions")
+    return {**{k: meta.get(k) for k in keys}, "cases": cases, "wall_time_s": wall_time}
+
+
 def run_cases(
     out: str | Path,
     todo: Sequence[tuple],
@@ -294,13 +304,15 @@ def run_cases(
 ) -> None:
     """Run the cases ``todo`` one by one with ``run_one(case) -> (table, message)``, saving the
     concatenated tables of the cases finished so far at ``out`` with provenance after each
-    (``config`` plus ``checks``, ``cases_done`` and ``cases_total``), so that a stopped run keeps
-    what finished. With ``resume`` the cases an earlier run of the same ``profile`` saved at
-    ``out`` are kept and skipped, its wall time is carried on and its ``checks`` are loaded into
-    ``checks`` (the dict ``run_one`` updates)."""
+    (``config`` plus ``checks``, ``cases_done``, ``cases_total`` and ``runs``), so that a stopped
+    run keeps what finished. With ``resume`` the cases an earlier run of the same ``profile``
+    saved at ``out`` are kept and skipped, its wall time is carried on and its ``checks`` are
+    loaded into ``checks`` (the dict ``run_one`` updates). ``runs`` lists every process that added
+    cases (its commit, whether the checkout had changes, device, hardware, package versions, the
+    number of cases and its wall time), since a table finished across sessions may mix commits."""
     todo = [tuple(c) for c in todo]
     checks = {} if checks is None else checks
-    tables, done, wall0 = [], [], 0.0
+    tables, done, wall0, runs = [], [], 0.0, []
     prior = load_table(out) if resume else None
     if prior is not None:
         if prior.meta["profile"] != profile:
@@ -309,17 +321,19 @@ def run_cases(
         done = [tuple(c) for c in prior.meta["config"]["cases_done"]]
         checks.update(prior.meta["config"].get("checks", {}))
         wall0 = prior.meta["wall_time_s"] or 0.0
+        runs = prior.meta["config"].get("runs") or [_run_entry(prior.meta, len(done), wall0)]
         print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
     remaining = [c for c in todo if c not in done]
     if remaining:
         checkout_state()  # the commit this run starts from (cached), recorded with every save
     t0 = time.perf_counter()
-    for case in remaining:
+    for i, case in enumerate(remaining, 1):
         table, message = run_one(case)
         tables.append(table)
         done.append(case)
+        this = _run_entry(provenance(profile, device), i, time.perf_counter() - t0)
         save_table(pd.concat(tables, ignore_index=True), out, profile=profile, device=device,
                    wall_time=wall0 + time.perf_counter() - t0, **config, checks=checks,
-                   cases_done=[list(c) for c in done], cases_total=len(todo))  # fmt: skip
+                   cases_done=[list(c) for c in done], cases_total=len(todo), runs=[*runs, this])  # fmt: skip
         print(f"{message}; saved {out}: {len(done)} of {len(todo)} cases "
               f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)  # fmt: skip
