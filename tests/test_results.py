@@ -170,3 +170,34 @@ def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
     runs = stored.meta["config"]["runs"]
     assert [r["cases"] for r in runs] == [2, 1] and runs[0]["git_commit"] == meta["git_commit"]
     assert "its cases come from 2 runs" in stored.describe()
+
+
+def test_parts_run_by_separate_processes_merge_into_one_table(tmp_path):
+    from socicnn.results import merge_case_tables, run_cases
+
+    def one(case):
+        return pd.DataFrame({"case": [case[0]]}), f"case {case[0]}"
+
+    def merge_checks(into, other):
+        into["worst"] = max(into["worst"], other["worst"])
+
+    todo = [(1,), (2,), (3,), (4,)]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    run_cases(a, todo[:2], one, profile="paper", device="cpu", resume=False, checks={"worst": 1.0},
+              cases_total=4, steps=5)  # fmt: skip
+    run_cases(b, todo[2:], one, profile="paper", device="cpu", resume=False, checks={"worst": 3.0},
+              cases_total=4, steps=5)  # fmt: skip
+    assert load_table(a).cases() == (2, 4) and not load_table(a).complete
+    merged = load_table(merge_case_tables([a, b], tmp_path / "all.csv", merge_checks))
+    assert merged.table["case"].tolist() == [1, 2, 3, 4] and merged.complete
+    config = merged.meta["config"]
+    assert config["checks"] == {"worst": 3.0} and config["steps"] == 5
+    assert [r["cases"] for r in config["runs"]] == [2, 2]
+    assert merged.meta["wall_time_s"] == load_table(a).meta["wall_time_s"] + load_table(b).meta["wall_time_s"]
+    with pytest.raises(ValueError, match="repeats cases"):
+        merge_case_tables([a, a], tmp_path / "x.csv", merge_checks)
+    run_cases(tmp_path / "c.csv", todo[2:], one, profile="paper", device="cpu", resume=False, cases_total=4, steps=6)
+    with pytest.raises(ValueError, match="different profiles or configurations"):
+        merge_case_tables([a, tmp_path / "c.csv"], tmp_path / "x.csv", merge_checks)
+    with pytest.raises(ValueError, match="not a table written case by case"):
+        merge_case_tables([a, _saved(tmp_path)], tmp_path / "x.csv", merge_checks)

@@ -291,6 +291,46 @@ def _run_entry(meta: dict, cases: int, wall_time: float) -> dict:
     return {**{k: meta.get(k) for k in keys}, "cases": cases, "wall_time_s": wall_time}
 
 
+def merge_case_tables(parts: Sequence[str | Path], out: str | Path, merge_checks: Callable[[dict, dict], None]) -> Path:
+    """Join the tables of processes that ran disjoint cases of one case-by-case run (:func:`run_cases`,
+    e.g. two processes on two cores) into ``out``: the tables and ``cases_done`` in the order of
+    ``parts``, every part's ``runs``, the parts' wall times summed (time spent, not elapsed) and
+    their ``checks`` combined by ``merge_checks(into, other)``.
+
+    Raises:
+        ValueError: a part is missing or was not written case by case, the parts differ in profile
+            or configuration, or two parts hold the same case.
+    """
+    stored = []
+    for part in parts:
+        table = load_table(part)
+        if table is None or table.cases() is None:
+            raise ValueError(f"{part} is not a table written case by case")
+        stored.append(table)
+    own = ("cases_done", "cases_total", "checks", "runs")
+    first = stored[0]
+    config = {k: v for k, v in first.meta["config"].items() if k not in own}
+    done, runs, wall = [], [], 0.0
+    checks = dict(first.meta["config"].get("checks", {}))
+    for i, table in enumerate(stored):
+        cfg = table.meta["config"]
+        if table.meta["profile"] != first.meta["profile"] or {k: v for k, v in cfg.items() if k not in own} != config:
+            raise ValueError(f"{table.path} and {first.path} come from different profiles or configurations")
+        cases = [tuple(c) for c in cfg["cases_done"]]
+        if set(cases) & set(done):
+            raise ValueError(f"{table.path} repeats cases of an earlier part: {sorted(set(cases) & set(done))}")
+        done += cases
+        runs += cfg.get("runs") or [_run_entry(table.meta, len(cases), table.meta["wall_time_s"] or 0.0)]
+        wall += table.meta["wall_time_s"] or 0.0
+        if i:
+            merge_checks(checks, cfg.get("checks", {}))
+    return save_table(
+        pd.concat([t.table for t in stored], ignore_index=True), out, profile=first.meta["profile"],
+        device=first.meta["device"], wall_time=wall, **config, checks=checks,
+        cases_done=[list(c) for c in done], cases_total=first.meta["config"]["cases_total"], runs=runs,
+    )
+
+
 def run_cases(
     out: str | Path,
     todo: Sequence[tuple],
@@ -300,6 +340,7 @@ def run_cases(
     device: str,
     resume: bool,
     checks: dict | None = None,
+    cases_total: int | None = None,
     **config,
 ) -> None:
     """Run the cases ``todo`` one by one with ``run_one(case) -> (table, message)``, saving the
@@ -309,8 +350,10 @@ def run_cases(
     saved at ``out`` are kept and skipped, its wall time is carried on and its ``checks`` are
     loaded into ``checks`` (the dict ``run_one`` updates). ``runs`` lists every process that added
     cases (its commit, whether the checkout had changes, device, hardware, package versions, the
-    number of cases and its wall time), since a table finished across sessions may mix commits."""
+    number of cases and its wall time), since a table finished across sessions may mix commits.
+    ``cases_total`` is the size of the whole run when ``todo`` is a part of it (default ``len(todo)``)."""
     todo = [tuple(c) for c in todo]
+    total = len(todo) if cases_total is None else cases_total
     checks = {} if checks is None else checks
     tables, done, wall0, runs = [], [], 0.0, []
     prior = load_table(out) if resume else None
@@ -322,7 +365,7 @@ def run_cases(
         checks.update(prior.meta["config"].get("checks", {}))
         wall0 = prior.meta["wall_time_s"] or 0.0
         runs = prior.meta["config"].get("runs") or [_run_entry(prior.meta, len(done), wall0)]
-        print(f"resuming: {len(done)} of {len(todo)} cases already in {out}", flush=True)
+        print(f"resuming: {len(done)} of {total} cases already in {out}", flush=True)
     remaining = [c for c in todo if c not in done]
     if remaining:
         checkout_state()  # the commit this run starts from (cached), recorded with every save
@@ -334,6 +377,6 @@ def run_cases(
         this = _run_entry(provenance(profile, device), i, time.perf_counter() - t0)
         save_table(pd.concat(tables, ignore_index=True), out, profile=profile, device=device,
                    wall_time=wall0 + time.perf_counter() - t0, **config, checks=checks,
-                   cases_done=[list(c) for c in done], cases_total=len(todo), runs=[*runs, this])  # fmt: skip
-        print(f"{message}; saved {out}: {len(done)} of {len(todo)} cases "
+                   cases_done=[list(c) for c in done], cases_total=total, runs=[*runs, this])  # fmt: skip
+        print(f"{message}; saved {out}: {len(done)} of {total} cases "
               f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)  # fmt: skip

@@ -563,14 +563,28 @@ def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), saving the
     per-seed table of the cases finished so far, with provenance, after every case; ``--resume``
-    skips the cases an earlier run of the same profile saved at ``--out``."""
-    from ..results import run_cases, stored_dir
+    skips the cases an earlier run of the same profile saved at ``--out``. A second process can
+    take later cases (``--skip N --out part.csv``); ``--merge A.csv B.csv`` then joins the parts."""
+    from ..results import merge_case_tables, run_cases, stored_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=("smoke", "book", "paper"))
     ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
+    ap.add_argument("--skip", type=int, default=0, metavar="N",
+                    help="leave out the first N cases (a second process working on later ones)")
+    ap.add_argument("--merge", nargs="+", metavar="PART",
+                    help="instead of running: join the tables of processes that ran disjoint cases into --out")
     args = ap.parse_args(argv)
+    if args.skip < 0:
+        ap.error(f"--skip must be >= 0, got {args.skip}")
+    out = args.out or stored_dir() / "downstream_decisions.csv"
+    if args.merge:
+        try:
+            print(f"merged into {merge_case_tables(args.merge, out, _merge_checks)}")
+        except ValueError as err:
+            raise SystemExit(f"cannot merge: {err}") from None
+        return
     torch.set_num_threads(1)
     cfg = config_for(args.profile)
     config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
@@ -582,8 +596,8 @@ def main(argv: list[str] | None = None) -> None:
         _merge_checks(checks, info)
         return per_seed(table), f"{case} done"
 
-    run_cases(args.out or stored_dir() / "downstream_decisions.csv", cases(cfg), run_one, profile=args.profile,
-              device="cpu", resume=args.resume, checks=checks, **config)  # fmt: skip
+    run_cases(out, cases(cfg)[args.skip :], run_one, profile=args.profile, device="cpu", resume=args.resume,
+              checks=checks, cases_total=len(cases(cfg)), **config)  # fmt: skip
 
 
 if __name__ == "__main__":
