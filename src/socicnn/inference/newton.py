@@ -879,8 +879,10 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
     ``g^T d >= 0``: it is no descent direction at all). With one the path ``P(x + alpha d) - x``
     bends, but the sets here are polyhedral, so it is straight for small ``alpha`` (the projection
     onto the tangent cone at ``x``): once a halving halves the step ``s`` (to rounding) the path
-    counts as straight from there down, and the same rule applies along ``s``; a zero step stays
-    zero for every smaller ``alpha``.
+    is taken as straight from there down and the same rule applies along ``s`` (a check at two
+    points, not a proof; dropping a direction only leaves out candidates, the certificate does not
+    depend on it); a zero step stays zero for every smaller ``alpha`` (``||s||`` does not decrease
+    with ``alpha``).
     """
     dirs = torch.stack([*face_dirs, dn], dim=0)  # (D, n, d)
     D, n, d = dirs.shape
@@ -912,8 +914,8 @@ def _candidate_search(model, idx, y, beta, x, F, face_dirs, dn, slope, constrain
         if constraint is None:  # below alpha*, smaller steps only raise the bound
             drop = ~hope & (a <= a_star[pd, pq])
         else:
-            # The bound along the straight path t s (t <= 1) is lowest at t = 1 when
-            # g^T s + beta ||s||^2 <= 0, and cannot fall below F - eps when g^T s >= 0.
+            # Along the straight path t s (t <= 1) the bound is lowest at t = 1 when
+            # g^T s + beta ||s||^2 <= 0; with g^T s >= 0 it is no descent direction (as without a set).
             straight = (step - 0.5 * last[pd, pq]).abs().amax(-1) <= STRAIGHT_TOL * (1 + x[pq].abs().amax(-1))
             drop = (ss == 0) | (~hope & straight & ((gs >= 0) | (gs + beta[pq] * ss <= 0)))
             last[pd, pq] = step
