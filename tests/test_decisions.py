@@ -157,3 +157,17 @@ def test_a_partial_stored_table_is_summarised_with_its_seed_counts():
     assert table.loc[("t0", 10), "SOC-ICNN"] == "1.5 ± 1" and table.loc[("t1", 10), "SOC-ICNN"] == "0.5 (1 seed)"
     lines = ds.verdict(summary, "on the 3 of 54 cases stored")
     assert "holds only in part on the 3 of 54 cases stored" in lines[-2]
+
+
+def test_exact_decisions_hand_uncertified_solves_to_the_certified_fast_method():
+    # Clarabel stopped after 3 iterations certifies nothing: every instance is decided again by
+    # the fast method, certified, and agrees with a full conic solve; a full solve needs no help.
+    pm = ParametricSOCICNN(D, P, (8, 6), (D,), (D, 3), context="bias", dtype=F64, seed=1)
+    theta = torch.randn(4, P, generator=torch.Generator().manual_seed(2), dtype=F64)
+    C = Budget(2.0, equality=True)
+    cut, taken = ds.exact_decisions(pm, theta, C, "toy", max_iter=3)
+    full, none = ds.exact_decisions(pm, theta, C, "toy")
+    assert taken == 4 and none == 0 and bool(cut.converged.all())
+    assert all(s.endswith("certified by the fast method") for s in cut.status)
+    assert float(((cut.value - full.value).abs() / full.value.abs().clamp(min=1.0)).max()) <= 1e-6
+    assert float(violation(C, cut.x).max()) <= 1e-12
