@@ -188,6 +188,7 @@ def test_parts_run_by_separate_processes_merge_into_one_table(tmp_path):
     run_cases(b, todo[2:], one, profile="paper", device="cpu", resume=False, checks={"worst": 3.0},
               cases_total=4, steps=5)  # fmt: skip
     assert load_table(a).cases() == (2, 4) and not load_table(a).complete
+    assert "2 of 4 cases (the run has not reached its last case)" in load_table(a).describe()
     merged = load_table(merge_case_tables([a, b], tmp_path / "all.csv", merge_checks))
     assert merged.table["case"].tolist() == [1, 2, 3, 4] and merged.complete
     config = merged.meta["config"]

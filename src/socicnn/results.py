@@ -225,6 +225,8 @@ class StoredTable:
         if len(runs) > 1:  # a table finished by several processes (e.g. resumed in later sessions)
             commits = ", ".join(dict.fromkeys((r.get("git_commit") or "unknown")[:10] for r in runs))
             wall += f"; its cases come from {len(runs)} runs (commits {commits})"
+        if not self.complete:
+            wall += "; {} of {} cases (the run has not reached its last case)".format(*self.cases())
         return (
             f"{self.path.name}: {len(self.table)} rows, profile={m['profile']}, device={m['device']} "
             f"({m['hardware']}), socicnn {m['package_version']} ({origin}), {m['date']}{wall}"
