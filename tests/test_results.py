@@ -169,7 +169,7 @@ def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
     assert stored.table["case"].tolist() == [1, 2, 3] and stored.cases() == (3, 3)
     runs = stored.meta["config"]["runs"]
     assert [r["cases"] for r in runs] == [2, 1] and runs[0]["git_commit"] == meta["git_commit"]
-    assert "its cases come from 2 runs" in stored.describe()
+    assert "min summed over its 2 runs" in stored.describe()
 
 
 def test_parts_run_by_separate_processes_merge_into_one_table(tmp_path):

@@ -224,7 +224,7 @@ class StoredTable:
         runs = m.get("config", {}).get("runs") or []
         if len(runs) > 1:  # a table finished by several processes (e.g. resumed in later sessions)
             commits = ", ".join(dict.fromkeys((r.get("git_commit") or "unknown")[:10] for r in runs))
-            wall += f"; its cases come from {len(runs)} runs (commits {commits})"
+            wall += f" summed over its {len(runs)} runs (commits {commits})"
         if not self.complete:
             wall += "; {} of {} cases (the run has not reached its last case)".format(*self.cases())
         return (
