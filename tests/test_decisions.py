@@ -143,6 +143,15 @@ def test_decision_quality_counts_lpcf_among_the_others():
     assert decision_quality(pd.DataFrame(rows[:2])).outcome == "holds"
 
 
+def test_the_per_case_sentence_compares_with_the_models_the_claim_is_judged_against():
+    rows = [dict(task="t", dim=10, model=ds.LABELS[key], key=key, protocol="exact", seed=0, instances=200,
+                 params=100, regret_mean=regret)
+            for key, regret in (("soc", 0.9), ("relu", 1.0), ("lpcf", 0.5), ("pcf", 0.1))]
+    line = ds.verdict(ds.summarize_per_seed(pd.DataFrame(rows)))[0]
+    assert "lowest mean regret pcf (0.1)" in line and "best other family or lpcf: lpcf (0.5)" in line
+    assert line.endswith("; pcf 0.1.")
+
+
 def test_a_partial_stored_table_is_summarised_with_its_seed_counts():
     # A paper run stopped early: case t0 has two seeds, t1 one; the cells say so and the verdict
     # names the scope it was given (SOC-ICNN loses t0, 1.5 against 1, and wins t1: in part).

@@ -216,6 +216,10 @@ def energy_regret(table: pd.DataFrame, soc: str, margin: float = 1.1) -> Evidenc
 
 
 # --------------------------------------------------------------------------- downstream decisions
+DECISION_RIVALS = ("relu", "softplus", "quad", "norm", "lpcf")
+"""The models SOC-ICNN's decisions are compared with: the four other bias-mode families and lpcf."""
+
+
 def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 / 3) -> Evidence:
     """A downstream-decision table (per seed, as stored by
     :mod:`~socicnn.experiments.downstream`: ``task``, ``dim``, ``key``, ``protocol``,
@@ -226,7 +230,7 @@ def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 
     competitive in at least ``share`` of the cases, partial in at least one, else fails."""
     ex = table[table["protocol"] == "exact"]
     means = ex.groupby(["task", "dim", "key"])["regret_mean"].mean().unstack("key")
-    others = means[[k for k in ("relu", "softplus", "quad", "norm", "lpcf") if k in means.columns]].min(axis=1)
+    others = means[[k for k in DECISION_RIVALS if k in means.columns]].min(axis=1)
     ok = means["soc"] <= margin * others
     n, wins = len(ok), int(ok.sum())
     outcome = "holds" if wins >= share * n else ("partial" if wins else "fails")

@@ -563,11 +563,11 @@ def lpcf_comparison(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
     """Sentences computed from the exact decisions of a :func:`summarize` table: per (task, d) the
-    model with the lowest mean regret, the SOC-ICNN's, the best other family's and the picnn
-    variant's; then paper A's claim judged by :func:`~socicnn.experiments.claims.decision_quality`
-    (``scope`` says which cases the table covers) and whether the picnn mode improves on the bias
-    mode."""
-    from .claims import decision_quality
+    model with the lowest mean regret, the SOC-ICNN's, the best of the models it is judged against
+    (:data:`~socicnn.experiments.claims.DECISION_RIVALS`), the picnn variant's and pcf's; then
+    paper A's claim judged by :func:`~socicnn.experiments.claims.decision_quality` (``scope`` says
+    which cases the table covers) and whether the picnn mode improves on the bias mode."""
+    from .claims import DECISION_RIVALS, decision_quality
 
     ex = summary[summary["protocol"] == "exact"]
     out = []
@@ -576,13 +576,15 @@ def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
     for (task, d), g in cases:
         g = g.set_index("key")["regret_mean_mean"]
         best = g.idxmin()
-        others = g.drop(index=[k for k in ("soc", "soc_picnn") if k in g.index])
-        best_other = others.idxmin()
+        rivals = g[[k for k in DECISION_RIVALS if k in g.index]]
+        rival = rivals.idxmin()
         line = (f"{task}, d = {d}: lowest mean regret {LABELS[best]} ({g[best]:.3g}); SOC-ICNN {g['soc']:.3g}; "
-                f"best other model {LABELS[best_other]} ({others[best_other]:.3g})")
+                f"best other family{' or lpcf' if 'lpcf' in g.index else ''}: {LABELS[rival]} ({rivals[rival]:.3g})")
         if "soc_picnn" in g.index:
             line += f"; SOC-ICNN (picnn) {g['soc_picnn']:.3g}"
             picnn_better += bool(g["soc_picnn"] < g["soc"])
+        if "pcf" in g.index:
+            line += f"; pcf {g['pcf']:.3g}"
         out.append(line + ".")
     ev = decision_quality(ex.rename(columns={"regret_mean_mean": "regret_mean"}))
     word = {"holds": "holds", "partial": "holds only in part", "fails": "does not hold"}[ev.outcome]
