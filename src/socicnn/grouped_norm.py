@@ -7,7 +7,8 @@ is exact (no ``epsilon`` inside the norm). Multiplier ``r_k = lam u_k / ||u_k||`
 ``||r_k|| <= lam`` at ``u_k = 0`` (the canonical selector takes ``r_k = 0``); slope ``A^T r``; local
 Hessian ``sum_k (lam / ||u_k||) A_k^T (I - u_hat_k u_hat_k^T) A_k``. Lifting: ``u = A x + d``,
 ``||u_k|| <= t_k``, objective ``lam sum_k t_k``. Every cone is its own kink group: inference steps
-onto ``u_k = 0`` cone by cone. With ``K = 1`` this is :class:`~socicnn.norm.NormBlock`.
+onto ``u_k = 0`` cone by cone. With ``K = 1`` this is :class:`~socicnn.norm.NormBlock`, whose one cone
+face Newton may also keep exact (:meth:`GroupedNormBase.exact_cone`).
 
 Per-row data: the offset ``d`` and the scaling ``lam >= 0``. Subclasses may build ``A`` and
 ``d`` from other parameters (a convolution) by overriding the ``A`` and ``d`` attributes.
@@ -81,22 +82,22 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         return affine_image(x, self.A, self.data("d"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self._cones(self._u(x))
-        return self.lam * torch.linalg.vector_norm(u, dim=-1).sum(-1)
+        return self.lam * _cone_norms(self._cones(self._u(x))).sum(-1)
 
     def state(self, x: torch.Tensor, tol: float = 0.0) -> GroupedNormState:
         u = self._u(x)
-        norm = torch.linalg.vector_norm(self._cones(u), dim=-1)
+        cones = self._cones(u)
+        norm = _cone_norms(cones)
         smooth = norm > tol
         inv_norm = smooth / torch.where(smooth, norm, torch.ones_like(norm))
-        r = u * self._spread(inv_norm * self._lam_col(u.shape[0], u))
+        r = (cones * (inv_norm * self._lam_col(u.shape[0], u))[..., None]).reshape(u.shape)
         return GroupedNormState(u=u, norm=norm, inv_norm=inv_norm, smooth=smooth.to(u.dtype), r=r)
 
     def multipliers(self, st: GroupedNormState) -> torch.Tensor:
         return st.r
 
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
-        return mult @ self.A
+        return affine_image(mult, self.A.T)
 
     def _pd_map(self):
         return self.A
@@ -125,22 +126,25 @@ class GroupedNormBase(ConvexBlock, abstract=True):
 
     def _projected(self, st: GroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_k k_k A_k^T (I - u_hat_k u_hat_k^T) A_k w`` ``(N, d)`` (cones in ``off`` only)."""
-        Aw = self._cones(w @ self.A.T)
+        Aw = self._cones(affine_image(w, self.A))
         u = self._cones(st.u)
         k = self._curvature(st)
         if off is not None:
             k = k * off
-        along = (u * Aw).sum(-1) * st.inv_norm.square()
-        proj = (Aw - u * along[..., None]) * k[..., None]
-        return proj.reshape(w.shape[0], -1) @ self.A
+        along = torch.linalg.vecdot(u, Aw) * st.inv_norm.square()
+        proj = torch.addcmul(Aw, u, along[..., None], value=-1) * k[..., None]
+        return affine_image(proj.reshape(w.shape[0], -1), self.A.T)
 
     def hessian(self, st: GroupedNormState, out: torch.Tensor | None = None) -> torch.Tensor:
-        n = st.u.shape[0]
+        """``sum_k k_k (A_k^T A_k - (A_k^T u_hat_k)(A_k^T u_hat_k)^T)`` with ``k_k = lam / ||u_k||``."""
         k = self._curvature(st)
-        H = torch.einsum("nj,jd,je->nde", self._spread(k), self.A, self.A)
-        uA = torch.einsum("nkg,kgd->nkd", self._cones(st.u) * st.inv_norm[..., None], self._cones_A())
-        H = H - torch.einsum("nk,nkd,nke->nde", k, uA, uA)
-        return H if out is None else out.add_(H.reshape(n, self.in_dim, self.in_dim))
+        Ak = self._cones_A()
+        gram = (Ak.transpose(1, 2) @ Ak).reshape(self.groups, -1)  # (K, d d)
+        u_hat = self._cones(st.u) * st.inv_norm[..., None]
+        uA = (u_hat.transpose(0, 1) @ Ak).permute(1, 2, 0)  # (n, d, K): A_k^T u_hat_k
+        H = (k @ gram).reshape(-1, self.in_dim, self.in_dim)
+        H = torch.baddbmm(H, uA * k[:, None, :], uA.transpose(1, 2), alpha=-1)
+        return H if out is None else out.add_(H)
 
     def _cones_A(self) -> torch.Tensor:
         return self.A.reshape(self.groups, self.group_dim, self.in_dim)
@@ -220,7 +224,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         return FaceDuals(self.dual_slope(r), r, self._spread(excess), torch.zeros_like(st.u, dtype=torch.bool))
 
     def face_jvp(self, st: GroupedNormState, pattern, dx) -> torch.Tensor:
-        return dx @ self.A.T
+        return affine_image(dx, self.A)
 
     def face_rows(self, st: GroupedNormState, pattern, index) -> torch.Tensor:
         return self.A[index]
@@ -247,6 +251,12 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         cross = on | (sq + along <= 0)
         frac = torch.where(on, 0.0, torch.where(along < 0, sq / (-along).clamp(min=1e-300), 1.0)).clamp(max=1.0)
         return self._spread(cross), self._spread(frac)
+
+    def exact_cone(self, st: GroupedNormState):
+        """``(A, u, lam)`` when the block is one cone (``K = 1``), else ``None``."""
+        if self.groups != 1:
+            return None
+        return self.A, st.u, self._lam_col(st.u.shape[0], st.u)[:, 0]
 
     def release_group(self, local: torch.Tensor) -> torch.Tensor:
         """Every coordinate of the cone holding coordinate ``local``."""
@@ -300,3 +310,12 @@ class GroupedNormBlock(GroupedNormBase):
         super().__init__()
         self.in_dim, self.groups, self.group_dim = in_dim, groups, group_dim
         self.A, self.d, self.lam_raw = dense_affine_parameters(in_dim, groups * group_dim, generator, dtype, device)
+
+
+def _cone_norms(u: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms over the last axis, with gradient 0 at a zero cone (the canonical selector
+    ``r_k = 0``, as ``torch.linalg.vector_norm``). Spelled out because ``vector_norm`` takes a slow
+    strided path on the feature-major rows of :func:`~socicnn.blocks.affine_image`."""
+    sq = torch.linalg.vecdot(u, u)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
