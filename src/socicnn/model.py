@@ -196,6 +196,14 @@ class ContextualModel(nn.Module):
     def in_dim(self) -> int:
         return self.base.in_dim
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
     def check_context(self, context, name: str = "context") -> tuple[torch.Tensor, bool]:
         return as_input(name, context, self.context_dim, self.base.dtype, self.base.device)
 

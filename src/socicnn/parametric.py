@@ -145,13 +145,5 @@ class ParametricSOCICNN(ContextualModel):
         """Trainable scalars (the base model's and the context maps'; frozen weights excluded)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.base.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
     def extra_repr(self) -> str:
         return f"context={self.context!r}, context_dim={self.context_dim}, context_hidden={self.context_hidden}"

@@ -22,6 +22,7 @@ from ..model import SOCICNN, ReLUICNN
 from ..readout import directional_derivative, hessian, readout
 from ..subdifferential import max_directional_derivative
 from . import expressivity, value_equivalence
+from .first_order import central_differences
 
 __all__ = [
     "Evidence",
@@ -262,12 +263,6 @@ def _random_model(d: int, seed: int) -> SOCICNN:
     return SOCICNN(d, (32, 32, 32), quad_dims=(d // 2,), norm_dims=(d // 2, d // 2), dtype=F64, seed=seed)
 
 
-def _central_differences(model, X: torch.Tensor, h: float) -> torch.Tensor:
-    eye = torch.eye(X.shape[1], dtype=F64)
-    with torch.no_grad():
-        return torch.stack([(model(X + h * e) - model(X - h * e)) / (2 * h) for e in eye], 1)
-
-
 def slopes_vs_finite_differences(n_inputs: int, seed: int = 0, d: int = 10) -> Evidence:
     """Readout gradient vs central finite differences (``h = 1e-6``) at inputs whose margin
     exceeds 1e-3 (there ``f`` is smooth on the stencil). Holds at relative error <= 1e-6."""
@@ -275,7 +270,7 @@ def slopes_vs_finite_differences(n_inputs: int, seed: int = 0, d: int = 10) -> E
     X = torch.randn(n_inputs, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
     ro = readout(model, X)
     keep = ro.margins > 1e-3
-    g, fd = ro.grad[keep], _central_differences(model, X[keep], 1e-6)
+    g, fd = ro.grad[keep], central_differences(model, X[keep], 1e-6)
     rel = float(((g - fd).norm(dim=1) / g.norm(dim=1).clamp_min(1.0)).max())
     return Evidence(
         _holds(rel <= 1e-6 and int(keep.sum()) > 0),

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .. import decisions
+from ..families import LABELS as family_labels
 from ..parametric import ParametricSOCICNN
 from ..profiles import pick
 from ..train import fit
@@ -66,16 +67,7 @@ __all__ = [
 
 FAMILIES = ("relu", "softplus", "quad", "norm", "soc", "soc_picnn", "pcf")  # ParametricSOCICNN models
 MODELS = (*FAMILIES, "lpcf")
-LABELS = {
-    "relu": "ReLU-ICNN",
-    "softplus": "Softplus-ICNN",
-    "quad": "Quad-ICNN",
-    "norm": "Norm-ICNN",
-    "soc": "SOC-ICNN",
-    "soc_picnn": "SOC-ICNN (picnn)",
-    "pcf": "pcf",
-    "lpcf": "lpcf",
-}
+LABELS = {**family_labels, "soc_picnn": "SOC-ICNN (picnn)", "pcf": "pcf", "lpcf": "lpcf"}
 F64 = torch.float64
 LPCF_DEPTH = 2  # hidden layers of lpcf's main network (its default); its parameter network has one
 LPCF_BOOK = (100, 300)  # lpcf's Adam and L-BFGS-B iterations at the book profile (minutes on 2 CPU cores)
