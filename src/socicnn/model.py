@@ -102,7 +102,21 @@ class BlockModel(nn.Module):
         return out[0] if vector else out
 
 
-class BoundModel(BlockModel):
+class _OnBase:
+    """``dtype`` and ``device`` of the wrapped model ``base``."""
+
+    base: BlockModel
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+
+class BoundModel(_OnBase, BlockModel):
     """A model whose blocks carry data (offsets, nonnegative scalings) shared or per row.
 
     With per-row data of ``N`` rows it is the function ``x_i -> f(x_i; data_i)`` row by row, so
@@ -166,16 +180,8 @@ class BoundModel(BlockModel):
             return [bound(v) for v in value]
         return value
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.base.dtype
 
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-
-class ContextualModel(nn.Module):
+class ContextualModel(_OnBase, nn.Module):
     """A model of ``(x, context)`` convex in ``x`` for every context: a :class:`BlockModel` (the
     ``base``) whose block data are functions of the context (:meth:`block_data`).
 
@@ -195,14 +201,6 @@ class ContextualModel(nn.Module):
     @property
     def in_dim(self) -> int:
         return self.base.in_dim
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.base.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
 
     def check_context(self, context, name: str = "context") -> tuple[torch.Tensor, bool]:
         return as_input(name, context, self.context_dim, self.base.dtype, self.base.device)
