@@ -79,6 +79,16 @@ def test_run_value_equivalence_is_repeatable_and_summarised():
     assert s["inputs"].tolist() == [4, 4]
     assert (s["duals_compared"] == a.groupby("passthrough")["duals_compared"].sum()).all()
     assert (s["max_rel_err"] < 1e-6).all()
+    shown = ve.summary_rows(s)
+    assert "max_p_rel_err" in shown.index and shown.loc["inputs"].tolist() == ["4", "4"]
+
+
+def test_the_displayed_summary_leaves_out_the_multipliers_of_absent_blocks():
+    # A ReLU-ICNN has no quadratic (p) or norm (r) multipliers: their rows are not shown as nan.
+    a = ve.run_value_equivalence(3, (5, 5), seeds=(0,), n_inputs=2, solver="clarabel", margin_threshold=1e-3)
+    shown = ve.summary_rows(ve.summarize(a))
+    assert not any(name.startswith(("max_p_", "max_r_")) for name in shown.index)
+    assert "max_nu_rel_err" in shown.index and "nan" not in shown.to_string()
 
 
 def test_run_value_equivalence_rejects_bad_sizes():

@@ -198,7 +198,9 @@ def summarize(results: pd.DataFrame, by: str | Sequence[str] = "passthrough") ->
 def summary_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarize`'s table turned for display (one row per statistic): counts as integers,
     everything else in scientific notation (a transposed numeric frame would print counts as
-    floats)."""
+    floats); statistics with no value in any group (the multipliers of blocks the model does not
+    have) are left out."""
+    summary = summary.dropna(axis=1, how="all")
     rows = {}
     for name in summary.columns:
         col = summary[name]
