@@ -164,3 +164,18 @@ def test_block_offsets_bound_per_row_match_their_own():
             torch.testing.assert_close(bound(x), block(x), rtol=0, atol=1e-14)
             shifted = block.bind({name: own + 1.0})
             assert not torch.allclose(shifted(x), block(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(image_shape=8), TypeError, "image_shape must be a sequence of positive integers, got 8"),
+        (dict(image_shape=(8, 8)), ValueError, r"image_shape must be \(channels, height, width\)"),
+        (dict(image_shape=(1, 0, 8)), ValueError, "image_shape must be a non-empty sequence of positive"),
+        (dict(channels=3), TypeError, "channels must be a sequence of positive integers, got 3"),
+        (dict(channels=()), ValueError, "channels must be a non-empty sequence"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ConvSOCICNN(**({"image_shape": (1, 4, 4)} | kwargs))

@@ -206,6 +206,8 @@ def test_unknown_solver_is_a_value_error():
         sc.lifting.solve(model, np.zeros(2), solver="gurobi")
     with pytest.raises(TypeError, match="solver must be a string"):
         sc.solvers.resolve_solver(None)
+    with pytest.raises(TypeError, match=r"chosen when the problem is built .*LiftedProblem\(model, solver='scs'\)"):
+        sc.lifting.LiftedProblem(model, solver="clarabel").solve(np.zeros(2), solver="scs")
 
 
 def test_non_optimal_status_raises_and_does_not_leak_options():

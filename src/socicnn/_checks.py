@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -169,3 +170,20 @@ def check_choice(name: str, value: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
     return value
+
+
+def check_dims(name: str, dims: Sequence[int], allow_empty: bool) -> tuple[int, ...]:
+    """``dims`` as a tuple of positive integers (a ``TypeError`` for a string, a number or
+    non-integers, a ``ValueError`` for non-positive entries, or an empty one unless ``allow_empty``)."""
+    if isinstance(dims, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of positive integers, got the string {dims!r}")
+    try:
+        out = tuple(int(k) for k in dims)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
+    if any(isinstance(k, bool) or int(k) != k for k in dims):
+        raise TypeError(f"{name} must hold integers, got {dims!r}")
+    if (not out and not allow_empty) or any(k <= 0 for k in out):
+        kind = "a" if allow_empty else "a non-empty"
+        raise ValueError(f"{name} must be {kind} sequence of positive integers, got {dims!r}")
+    return out

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import check_choice, check_model_dtype
+from ._checks import check_choice, check_dims, check_model_dtype
 from .backbone import ACTIVATIONS
 from .conv_backbone import CONV_BACKBONES, ConvBackbone
 from .conv_blocks import ConvQuadraticBlock, GroupedNormBlock
@@ -67,12 +67,10 @@ class ConvSOCICNN(ContextualModel):
         check_choice("activation", activation, ACTIVATIONS)
         if dtype is not None:
             check_model_dtype(dtype)
-        shape = tuple(int(s) for s in image_shape)
-        if len(shape) != 3 or min(shape) <= 0:
+        shape = check_dims("image_shape", image_shape, allow_empty=False)
+        if len(shape) != 3:
             raise ValueError(f"image_shape must be (channels, height, width) of positive integers, got {image_shape!r}")
-        channels = tuple(int(c) for c in channels)
-        if not channels or min(channels) <= 0:
-            raise ValueError(f"channels must be a non-empty sequence of positive integers, got {channels!r}")
+        channels = check_dims("channels", channels, allow_empty=False)
         if quad_channels < 0 or norm_groups < 0 or context_channels <= 0:
             raise ValueError("quad_channels and norm_groups must be >= 0 and context_channels > 0")
         C0, H, W = shape

@@ -194,8 +194,14 @@ class LiftedProblem:
             ValueError: ``x0`` of the wrong shape or with non-finite entries; a bad ``row``;
                 ``x0`` or a block's value ``f_b(x0)`` beyond ``LIFTING_SCALE_LIMIT`` (``1e4``) in
                 absolute value, where the conic solvers lose accuracy.
+            TypeError: a ``solver`` option (the solver is chosen when the problem is built).
             LiftingError: the solver failed or returned a non-optimal status.
         """
+        if "solver" in solver_options:
+            raise TypeError(
+                f"the solver is chosen when the problem is built (this one uses {self.solver}): "
+                f"LiftedProblem(model, solver={solver_options['solver']!r}), not solve(..., solver=...)"
+            )
         x_np = np.asarray(x0.detach().cpu() if isinstance(x0, torch.Tensor) else x0, dtype=float)
         if x_np.shape != (self.model.in_dim,):
             raise ValueError(f"x0 must have shape ({self.model.in_dim},), got {x_np.shape}")

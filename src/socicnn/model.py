@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ._checks import as_input, check_choice, check_model_dtype
+from ._checks import as_input, check_choice, check_dims, check_model_dtype
 from .backbone import ACTIVATIONS, BACKBONES, Backbone
 from .blocks import ConvexBlock
 from .norm import NormBlock
@@ -17,21 +17,6 @@ from .quadratic import QuadraticBlock
 from .weights import SOCICNNWeights
 
 __all__ = ["BlockModel", "BoundModel", "ContextualModel", "ReLUICNN", "SOCICNN"]
-
-
-def _dims(name: str, dims: Sequence[int], allow_empty: bool) -> tuple[int, ...]:
-    if isinstance(dims, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of positive integers, got the string {dims!r}")
-    try:
-        out = tuple(int(k) for k in dims)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a sequence of positive integers, got {dims!r}") from exc
-    if any(isinstance(k, bool) or int(k) != k for k in dims):
-        raise TypeError(f"{name} must hold integers, got {dims!r}")
-    if (not out and not allow_empty) or any(k <= 0 for k in out):
-        kind = "a" if allow_empty else "a non-empty"
-        raise ValueError(f"{name} must be {kind} sequence of positive integers, got {dims!r}")
-    return out
 
 
 class BlockModel(nn.Module):
@@ -260,9 +245,9 @@ class SOCICNN(BlockModel):
         check_choice("activation", activation, ACTIVATIONS)
         if dtype is not None:
             check_model_dtype(dtype)
-        hidden = _dims("hidden", hidden, allow_empty=False)
-        quad_dims = _dims("quad_dims", quad_dims, allow_empty=True)
-        norm_dims = _dims("norm_dims", norm_dims, allow_empty=True)
+        hidden = check_dims("hidden", hidden, allow_empty=False)
+        quad_dims = check_dims("quad_dims", quad_dims, allow_empty=True)
+        norm_dims = check_dims("norm_dims", norm_dims, allow_empty=True)
         gen = None
         if seed is not None:
             gen = torch.Generator().manual_seed(int(seed))
