@@ -66,17 +66,17 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         """``lam >= 0``: shared ``()``, or ``(N,)`` when bound per row."""
         return self.data("lam")
 
-    def _lam_col(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """``lam`` as ``(n, 1)``."""
-        lam = self.lam
-        return (lam.expand(n) if lam.ndim == 0 else lam).to(like.dtype)[:, None]
+    def _lam_col(self, like: torch.Tensor) -> torch.Tensor:
+        """``lam`` in ``like``'s dtype as a column, ``(n, 1)`` per row or ``(1, 1)`` shared (it
+        broadcasts against per-cone ``(n, K)`` tensors)."""
+        return self.lam.to(like.dtype).reshape(-1, 1)
 
     def _cones(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(t.shape[0], self.groups, self.group_dim)
 
     def _spread(self, t: torch.Tensor) -> torch.Tensor:
         """A per-cone ``(n, K)`` tensor repeated over each cone's ``g`` coordinates ``(n, K g)``."""
-        return t.repeat_interleave(self.group_dim, dim=1)
+        return t[:, :, None].expand(-1, -1, self.group_dim).reshape(t.shape[0], self.groups * self.group_dim)
 
     def _u(self, x: torch.Tensor) -> torch.Tensor:
         return affine_image(x, self.A, self.data("d"))
@@ -90,7 +90,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         norm = _cone_norms(cones)
         smooth = norm > tol
         inv_norm = smooth / torch.where(smooth, norm, torch.ones_like(norm))
-        r = (cones * (inv_norm * self._lam_col(u.shape[0], u))[..., None]).reshape(u.shape)
+        r = (cones * (inv_norm * self._lam_col(u))[..., None]).reshape(u.shape)
         return GroupedNormState(u=u, norm=norm, inv_norm=inv_norm, smooth=smooth.to(u.dtype), r=r)
 
     def multipliers(self, st: GroupedNormState) -> torch.Tensor:
@@ -109,20 +109,20 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         return [self._spread(self._cones(sigma[0]).amin(-1))]
 
     def pd_prox(self, w, sigma):
-        radius = self._lam_col(w[0].shape[0], w[0])[:, :, None]
+        radius = self._lam_col(w[0])[:, :, None]
         return [project_balls(self._cones(w[0]), radius, -1).reshape(w[0].shape)]
 
     def dual_value(self, x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vecdot(mult, self._u(x))
 
     def dual_residual(self, mult: torch.Tensor) -> torch.Tensor:
-        over = torch.linalg.vector_norm(self._cones(mult), dim=-1) - self._lam_col(mult.shape[0], mult)
+        over = torch.linalg.vector_norm(self._cones(mult), dim=-1) - self._lam_col(mult)
         return torch.relu(over).amax(dim=1)
 
     # ----------------------------------------------------------------- curvature
     def _curvature(self, st: GroupedNormState) -> torch.Tensor:
         """``lam / ||u_k||`` where smooth, 0 at ties, ``(N, K)``."""
-        return self._lam_col(st.u.shape[0], st.u) * st.inv_norm
+        return self._lam_col(st.u) * st.inv_norm
 
     def _projected(self, st: GroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_k k_k A_k^T (I - u_hat_k u_hat_k^T) A_k w`` ``(N, d)`` (cones in ``off`` only)."""
@@ -155,7 +155,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
     def directional(self, st: GroupedNormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
         Ad = self._cones(delta @ self.A.T)
         smooth_part = (self._cones(st.r) * Ad).sum(-1)
-        kink_part = self._lam_col(Ad.shape[0], Ad) * torch.linalg.vector_norm(Ad, dim=-1)
+        kink_part = self._lam_col(Ad) * torch.linalg.vector_norm(Ad, dim=-1)
         return torch.where(st.smooth > 0, smooth_part, kink_part).sum(-1)
 
     def margin(self, st: GroupedNormState) -> torch.Tensor:
@@ -203,21 +203,19 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         return tied.to(st.u.dtype)
 
     def _on(self, pattern: torch.Tensor) -> torch.Tensor:
-        """``(n, K)`` bool: the cones on their face."""
-        return self._cones(pattern)[..., 0] > 0
+        """``(n, K)`` bool: the cones on their face (read at each cone's first coordinate)."""
+        return pattern[:, :: self.group_dim] > 0
 
     def face_duals(self, st: GroupedNormState, pattern, seeds, clip=None) -> FaceDuals:
         """Off the face ``r_k = lam u_k / ||u_k||``; on it ``r_k`` is the seed (projected onto the
         ball ``||r_k|| <= lam`` where ``clip``), whose excess norm is the violation."""
         n = st.u.shape[0]
         on = self._on(pattern)
-        lam = self._lam_col(n, st.u)
+        lam = self._lam_col(st.u)
         sd = self._cones(seeds)
-        seed_norm = torch.linalg.vector_norm(sd, dim=-1)
+        seed_norm = torch.linalg.vecdot(sd, sd).sqrt()
         if clip is not None:
-            shrink = torch.where(
-                self._on(clip.to(seeds.dtype)) & (seed_norm > lam), lam / seed_norm.clamp(min=1e-300), 1.0
-            )
+            shrink = torch.where(self._on(clip) & (seed_norm > lam), lam / seed_norm.clamp(min=1e-300), 1.0)
             sd = sd * shrink[..., None]
         r = torch.where(on[..., None], sd, self._cones(st.r)).reshape(n, -1)
         excess = torch.where(on, (seed_norm - lam).clamp(min=0.0) / (1 + lam), 0.0)
@@ -256,7 +254,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
         """``(A, u, lam)`` when the block is one cone (``K = 1``), else ``None``."""
         if self.groups != 1:
             return None
-        return self.A, st.u, self._lam_col(st.u.shape[0], st.u)[:, 0]
+        return self.A, st.u, self._lam_col(st.u).expand(st.u.shape[0], 1)[:, 0]
 
     def release_group(self, local: torch.Tensor) -> torch.Tensor:
         """Every coordinate of the cone holding coordinate ``local``."""
@@ -266,8 +264,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
 
     def gap_slack(self, st: GroupedNormState, mult: torch.Tensor) -> torch.Tensor:
         """``lam sum_k ||u_k|| - r^T u >= 0`` for ``||r_k|| <= lam``."""
-        lam = self._lam_col(st.u.shape[0], st.u)[:, 0]
-        return lam * st.norm.sum(-1) - torch.linalg.vecdot(mult, st.u)
+        return self.lam * st.norm.sum(-1) - torch.linalg.vecdot(mult, st.u)
 
     # ----------------------------------------------------------------- lifting
     def numpy_weights(self) -> dict:
