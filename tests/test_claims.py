@@ -129,3 +129,33 @@ def test_doubling_outcome_measures_convergence_by_doubling():
     assert doubling_outcome(short, twice.assign(val_mse_mean=[0.99, 0.99, 1.2])).outcome == "holds"
     assert doubling_outcome(short, twice.assign(val_mse_mean=[0.5, 0.5, 0.99])).outcome == "fails"
     assert doubling_outcome(short, twice.assign(config="other (2x steps)")).outcome is None
+
+
+def test_claims_table_reads_absent_and_partial_tables_without_judging_them(tmp_path):
+    from socicnn.experiments import claims_table
+    from socicnn.results import StoredTable
+
+    for claim in claims_table.CLAIMS:  # no stored table at all: nothing judged, and the row says why
+        evidence, note = claim.stored(lambda name: None)
+        assert evidence.outcome is None and note, claim.claim
+
+    meta = {"profile": "paper", "device": "cpu", "hardware": "cpu", "package_version": "0", "date": "today",
+            "config": {"cases_done": [0], "cases_total": 3}}
+    partial = StoredTable(pd.DataFrame({"regret": [1.0]}), meta, tmp_path / "downstream_decisions.csv")
+
+    def never(table):
+        raise AssertionError("a partial table must not be judged")
+
+    evidence, note = claims_table._judged("downstream_decisions", never)(lambda name: partial)
+    assert evidence == Evidence(None, "partial table: 1 of 3 cases")
+    assert "1 of 3 cases" in note
+    complete = StoredTable(partial.table, {**meta, "config": {}}, partial.path)
+    evidence, _ = claims_table._judged("x", lambda t: Evidence("fails", str(len(t))))(lambda name: complete)
+    assert evidence == Evidence("fails", "1")
+
+
+def test_claims_table_names_missing_sizes():
+    from socicnn.experiments import claims_table
+
+    with pytest.raises(ValueError, match="steps"):
+        claims_table.evidence_table(dict(inputs=5, dirs=5, queries=3), seed=0)

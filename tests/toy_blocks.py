@@ -95,7 +95,7 @@ class AbsBlock(ConvexBlock):
         if float(st.t[0].abs()) > tol:
             return DualSetLift([], a * float(st.rho[0, 0]))
         rho = cp.Variable()
-        lam = float(self.data("lam"))
+        lam = float(self.data("lam").detach())
         return DualSetLift([rho >= -lam, rho <= lam], a * rho)
 
     def sample_optimal_duals(self, st, n, tol, generator):

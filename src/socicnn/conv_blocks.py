@@ -2,7 +2,7 @@
 
 - :class:`ConvQuadraticBlock` ``f_Q(x) = (alpha / 2) ||B x + e||^2`` with ``B`` a convolution,
   ``alpha >= 0``. Multiplier ``p = alpha (B x + e)``; slope ``B^T p``; Hessian ``alpha B^T B``.
-- :class:`GroupedNormBlock` ``f_N(x) = sum_g lam_g sum_pixels ||u_{g, :, pixel}||`` with
+- :class:`ConvGroupedNormBlock` ``f_N(x) = sum_g lam_g sum_pixels ||u_{g, :, pixel}||`` with
   ``u = A x + d``, ``A`` a convolution to ``G s`` channels read as ``G`` groups of ``s`` channels:
   one exact second-order cone ``||u_c|| <= t_c`` per (group, pixel) (no epsilon inside the norm),
   ``lam_g >= 0``. Multiplier ``r_c = lam_g u_c / ||u_c||`` off the cone's kink ``u_c = 0``, any
@@ -28,7 +28,7 @@ from .blocks import BlockLift, ConvexBlock, DualSetLift, FaceDuals, SmoothBlock,
 from .convmaps import DENSE_MAP_LIMIT, ConvMap
 from .quadratic import quadratic_lift
 
-__all__ = ["ConvQuadraticBlock", "GroupedNormBlock"]
+__all__ = ["ConvQuadraticBlock", "ConvGroupedNormBlock"]
 
 
 #: Largest ``n d^2`` for which a dense Hessian is formed by ``d`` batched HVPs.
@@ -191,7 +191,7 @@ def _cone_norms(c: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class GroupedNormState:
+class ConvGroupedNormState:
     """``u = A x + d`` ``(N, K)``; per cone ``(N, G, P)``: norms, ``1/||u_c||`` (0 at ties),
     smoothness; the multipliers ``r`` ``(N, K)``."""
 
@@ -202,7 +202,7 @@ class GroupedNormState:
     r: torch.Tensor
 
 
-class GroupedNormBlock(ConvexBlock):
+class ConvGroupedNormBlock(ConvexBlock):
     """``sum_g lam_g sum_pixels ||u_{g,:,pixel}||``, ``u = A x + d`` (see the module docstring).
 
     Args:
@@ -260,15 +260,15 @@ class GroupedNormBlock(ConvexBlock):
         norms = _cone_norms(self._cones(self._u(x)))
         return (self._lam_cones(norms) * norms).sum((-2, -1))
 
-    def state(self, x: torch.Tensor, tol: float = 0.0) -> GroupedNormState:
+    def state(self, x: torch.Tensor, tol: float = 0.0) -> ConvGroupedNormState:
         u = self._u(x)
         norm = _cone_norms(self._cones(u))
         smooth = norm > tol
         inv = smooth / torch.where(smooth, norm, torch.ones_like(norm))
         r = self._cones(u) * (self._lam_cones(norm) * inv)[:, :, None, :]
-        return GroupedNormState(u=u, norm=norm, inv_norm=inv, smooth=smooth.to(u.dtype), r=r.reshape(u.shape))
+        return ConvGroupedNormState(u=u, norm=norm, inv_norm=inv, smooth=smooth.to(u.dtype), r=r.reshape(u.shape))
 
-    def multipliers(self, st: GroupedNormState) -> torch.Tensor:
+    def multipliers(self, st: ConvGroupedNormState) -> torch.Tensor:
         return st.r
 
     def dual_slope(self, mult: torch.Tensor) -> torch.Tensor:
@@ -295,7 +295,7 @@ class GroupedNormBlock(ConvexBlock):
         return [project_balls(cones, self._lam_cones(cones[:, :, 0])[..., None, :], -2).reshape(w[0].shape)]
 
     # -------------------------------------------------------------- curvature
-    def _hvp(self, st: GroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:
+    def _hvp(self, st: ConvGroupedNormState, w: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_c (lam_g / ||u_c||) A_c^T (I - u_hat u_hat^T) A_c w`` for ``w`` ``(n, d)`` or
         ``(n, k, d)``; cones with ``off`` False (on a face) contribute 0."""
         Aw = self._cones(self.conv.apply(w))  # (n, [k,] G, s, P)
@@ -309,19 +309,19 @@ class GroupedNormBlock(ConvexBlock):
         proj = k[..., None, :] * (Aw - uh * along)
         return self.conv.adjoint(proj.reshape(*w.shape[:-1], self.dim))
 
-    def hvp(self, st: GroupedNormState, w: torch.Tensor) -> torch.Tensor:
+    def hvp(self, st: ConvGroupedNormState, w: torch.Tensor) -> torch.Tensor:
         return self._hvp(st, w)
 
-    def hessian(self, st: GroupedNormState, out: torch.Tensor | None = None) -> torch.Tensor:
+    def hessian(self, st: ConvGroupedNormState, out: torch.Tensor | None = None) -> torch.Tensor:
         return _hessian_from_hvp(lambda w: self._hvp(st, w), st.u.shape[0], self.in_dim, st.u, out)
 
-    def _off_face(self, st: GroupedNormState, pattern: torch.Tensor) -> torch.Tensor:
+    def _off_face(self, st: ConvGroupedNormState, pattern: torch.Tensor) -> torch.Tensor:
         return (self._cones(pattern)[:, :, 0, :] <= 0).to(st.u.dtype)
 
-    def face_hvp(self, st: GroupedNormState, pattern, w) -> torch.Tensor:
+    def face_hvp(self, st: ConvGroupedNormState, pattern, w) -> torch.Tensor:
         return self._hvp(st, w, self._off_face(st, pattern))
 
-    def face_curvature(self, st: GroupedNormState, pattern) -> torch.Tensor | None:
+    def face_curvature(self, st: ConvGroupedNormState, pattern) -> torch.Tensor | None:
         """``sqrt(lam_g / ||u_c||) (I - u_hat u_hat^T) A_c`` per cone off the face, on small
         images; ``None`` (matrix-free) otherwise."""
         n = st.u.shape[0]
@@ -334,27 +334,27 @@ class GroupedNormBlock(ConvexBlock):
         Q = weight[:, :, None, :, None] * (A[None] - uh[..., None] * along[:, :, None])
         return Q.reshape(n, self.dim, self.in_dim)
 
-    def directional(self, st: GroupedNormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
+    def directional(self, st: ConvGroupedNormState, delta: torch.Tensor, tol: float) -> torch.Tensor:
         Ad = self.conv.apply(delta)
         smooth_part = self._cones(st.r * Ad).sum(-2)
         kink_part = self._lam_cones(st.norm) * _cone_norms(self._cones(Ad))
         return torch.where(st.smooth > 0, smooth_part, kink_part).sum((-2, -1))
 
-    def margin(self, st: GroupedNormState) -> torch.Tensor:
+    def margin(self, st: ConvGroupedNormState) -> torch.Tensor:
         return st.norm.amin(dim=(-2, -1))
 
     # -------------------------------------------------------------- kinks
-    def kinks(self, st: GroupedNormState) -> torch.Tensor:
+    def kinks(self, st: ConvGroupedNormState) -> torch.Tensor:
         return st.u
 
-    def tied(self, st: GroupedNormState, tol: float) -> torch.Tensor:
+    def tied(self, st: ConvGroupedNormState, tol: float) -> torch.Tensor:
         return self._spread(st.norm <= tol)
 
-    def face_pattern(self, st: GroupedNormState, tied: torch.Tensor) -> torch.Tensor:
+    def face_pattern(self, st: ConvGroupedNormState, tied: torch.Tensor) -> torch.Tensor:
         """1 on the coordinates of cones on their face ``u_c = 0``, 0 elsewhere."""
         return tied.to(st.u.dtype)
 
-    def face_duals(self, st: GroupedNormState, pattern, seeds, clip=None) -> FaceDuals:
+    def face_duals(self, st: ConvGroupedNormState, pattern, seeds, clip=None) -> FaceDuals:
         """Off the face ``r_c = lam_g u_c / ||u_c||``; on it ``r_c`` is the seed (projected onto
         ``||r_c|| <= lam_g`` where ``clip``), whose excess norm is the violation."""
         on = self._cones(pattern)[:, :, 0, :] > 0  # (n, G, P)
@@ -369,16 +369,16 @@ class GroupedNormBlock(ConvexBlock):
         excess = torch.where(on, (seed_norm - lam).clamp(min=0.0) / (1 + lam), 0.0)
         return FaceDuals(self.dual_slope(r), r, self._spread(excess), torch.zeros_like(st.u, dtype=torch.bool))
 
-    def face_jvp(self, st: GroupedNormState, pattern, dx) -> torch.Tensor:
+    def face_jvp(self, st: ConvGroupedNormState, pattern, dx) -> torch.Tensor:
         return self.conv.apply(dx)
 
-    def face_rows(self, st: GroupedNormState, pattern, index) -> torch.Tensor:
+    def face_rows(self, st: ConvGroupedNormState, pattern, index) -> torch.Tensor:
         n, k = index.shape
         seeds = st.u.new_zeros(n, k, self.dim)
         seeds.scatter_(-1, index[..., None], 1.0)
         return self.conv.adjoint(seeds)
 
-    def face_crossing(self, st: GroupedNormState, pattern, dk):
+    def face_crossing(self, st: ConvGroupedNormState, pattern, dk):
         """A step crosses a cone's kink when it carries ``u_c`` past the origin along ``u_hat``."""
         along = self._cones(st.u * dk).sum(-2)
         sq = st.norm.square()
@@ -395,7 +395,7 @@ class GroupedNormBlock(ConvexBlock):
         out = torch.zeros(local.shape[0], self.dim, dtype=torch.bool, device=local.device)
         return out.scatter_(-1, idx, True)
 
-    def gap_slack(self, st: GroupedNormState, mult: torch.Tensor) -> torch.Tensor:
+    def gap_slack(self, st: ConvGroupedNormState, mult: torch.Tensor) -> torch.Tensor:
         """``sum_c lam_g ||u_c|| - r^T u >= 0`` for ``||r_c|| <= lam_g``."""
         return (self._lam_cones(st.norm) * st.norm).sum((-2, -1)) - torch.linalg.vecdot(mult, st.u)
 
@@ -406,7 +406,7 @@ class GroupedNormBlock(ConvexBlock):
         g, p = np.divmod(np.arange(G * P), P)
         return g[None] * S * P + np.arange(S)[:, None] * P + p[None]
 
-    def optimal_dual_set(self, st: GroupedNormState, tol: float) -> DualSetLift:
+    def optimal_dual_set(self, st: ConvGroupedNormState, tol: float) -> DualSetLift:
         """``r_c = lam_g u_c / ||u_c||`` (constants) on smooth cones; any ``||r_c|| <= lam_g`` on
         tied ones."""
         A = self.numpy_weights()["A"]
@@ -424,7 +424,7 @@ class GroupedNormBlock(ConvexBlock):
             cons.append(r[fixed] == to_numpy(st.r[0])[fixed])
         return DualSetLift(cons, A.T @ r)
 
-    def sample_optimal_duals(self, st: GroupedNormState, n: int, tol: float, generator: torch.Generator):
+    def sample_optimal_duals(self, st: ConvGroupedNormState, n: int, tol: float, generator: torch.Generator):
         """At a tied cone, ``r_c = lam_g rho s`` with ``s`` uniform on the sphere and ``rho`` the
         ball's radial law, or ``rho = 1`` (the boundary) with probability 1/2."""
         G, S, P = self.groups, self.group_size, self.pixels

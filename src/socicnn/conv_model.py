@@ -20,7 +20,7 @@ import torch
 from ._checks import check_choice, check_dims, check_model_dtype
 from .backbone import ACTIVATIONS
 from .conv_backbone import CONV_BACKBONES, ConvBackbone
-from .conv_blocks import ConvQuadraticBlock, GroupedNormBlock
+from .conv_blocks import ConvGroupedNormBlock, ConvQuadraticBlock
 from .convmaps import ConvMap
 from .model import BlockModel, BoundModel, ContextualModel
 
@@ -87,7 +87,7 @@ class ConvSOCICNN(ContextualModel):
             blocks.append(ConvQuadraticBlock(B, scale=1.0 / B.out_dim))
         if norm_groups:
             A = ConvMap(C0, norm_groups * group_size, block_kernel, H, W, **kw)
-            blocks.append(GroupedNormBlock(A, group_size, scale=1.0 / (H * W)))
+            blocks.append(ConvGroupedNormBlock(A, group_size, scale=1.0 / (H * W)))
         # One convolution of the context gives the backbone's offsets b_l and its linear term v
         # (channel-major, so each is a contiguous slice).
         self.context_split = [*channels, C0]
