@@ -71,3 +71,26 @@ def test_a_failed_solve_is_an_error():
     assert float(bounds["dual_residual"][0]) == 0.0 and bool(torch.isfinite(bounds["dual"]).all())
     with pytest.raises(ValueError, match="finite and non-empty"):
         ExactBoxSolve(model, 1.0, -1.0)
+
+
+def test_tables_and_the_protocol_comparison_from_a_summary():
+
+    rows = []
+    for seed in (0, 1):
+        for family, ours, theirs in (("A", 0.10 + 0.02 * seed, 0.09), ("B", 0.30, 0.40 + seed)):
+            rows.append(dict(family=family, seed=seed, params=100, regret=ours, rel_regret=2 * ours, rmse_to_opt=0.1,
+                             time_per_seq=0.002, test_rel_err=0.05, ref_regret_exact=theirs,
+                             ref_regret_adam=theirs, ref_rmse_to_opt=0.2))
+    summary = tj.summarise(rows)
+    table = tj.results_table(summary)
+    assert table.loc[0, "regret"] == "0.11 ± 0.01" and table.loc[0, "time (ms)"] == "2.0"
+    assert tj.reference_table(summary).loc[1, "regret vs exact optimum"] == "0.9 ± 0.7"
+    line = tj.reference_versus_certified(summary)
+    assert "for 1 of 2 families: A 0.09 against 0.11" in line and "the same ranking" in line
+    flipped = summary.assign(ref_regret_exact_mean=[0.5, 0.2])
+    assert "for 1 of 2 families: B 0.2 against 0.3" in tj.reference_versus_certified(flipped)
+    assert "a different ranking (B < A against A < B)" in tj.reference_versus_certified(flipped)
+    one_seed = tj.summarise([r for r in rows if r["seed"] == 0])
+    assert tj.results_table(one_seed).loc[0, "regret"] == "0.1 (1 seed)"
+    assert isinstance(tj.TrajectoryConfig.from_dict({"steps": 8, "seeds": [0]}), tj.TrajectoryConfig)
+    assert tj.TrajectoryConfig.from_dict({"steps": 8, "seeds": [0]}).describe().startswith("T = 8, p = 4")

@@ -47,6 +47,7 @@ __all__ = [
     "checkout_state",
     "load_stored",
     "load_table",
+    "mean_sd",
     "output_dir",
     "provenance",
     "record",
@@ -162,6 +163,12 @@ def provenance(profile: str, device: torch.device | str, **config) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,
     }
+
+
+def mean_sd(means: Sequence[float], sds: Sequence[float]) -> list[str]:
+    """Table cells ``"mean ± sd"`` (three significant digits, the sd to one), or ``"mean (1 seed)"``
+    where the sd is undefined (NaN: the sample standard deviation of a single seed)."""
+    return [f"{m:.3g} (1 seed)" if pd.isna(s) else f"{m:.3g} ± {s:.1g}" for m, s in zip(means, sds, strict=True)]
 
 
 def _meta_path(path: Path) -> Path:

@@ -46,6 +46,7 @@ from .. import decisions
 from ..families import LABELS as family_labels
 from ..parametric import ParametricSOCICNN
 from ..profiles import pick
+from ..results import mean_sd
 from ..train import fit
 from . import decision_tasks as dt
 from . import lpcf_baseline as lb
@@ -519,8 +520,7 @@ def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.Dat
     """``metric`` as ``"mean ± sd"`` over seeds (``"mean (1 seed)"`` where a case has one seed):
     rows (task, d), columns the models."""
     sub = summary[summary["protocol"] == protocol].copy()
-    sub["cell"] = [f"{m:.3g} ± {s:.1g}" if n > 1 else f"{m:.3g} (1 seed)"
-                   for m, s, n in zip(sub[f"{metric}_mean"], sub[f"{metric}_sd"], sub["seeds"], strict=True)]
+    sub["cell"] = mean_sd(sub[f"{metric}_mean"], sub[f"{metric}_sd"])
     out = sub.pivot(index=["task", "dim"], columns="model", values="cell")
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 

@@ -40,6 +40,7 @@ from .. import families as fam
 from ..batched import fit_batched
 from ..model import SOCICNN
 from ..profiles import pick, resolve_device
+from ..results import mean_sd
 from ..targets import GROUPS, REFERENCE_TARGETS, get_target, make_dataset
 from ..train import fit
 
@@ -375,8 +376,7 @@ def results_matrix(table: pd.DataFrame, config: str, value: str = "rel_l2") -> p
     (:func:`run_sweep`) or already a :func:`summarize` table (a stored one)."""
     sub = table[table["config"] == config]
     summary = sub.copy() if f"{value}_mean" in sub.columns else summarize(sub)
-    summary["cell"] = [f"{m:.3g} ± {s:.1g}" for m, s in
-                       zip(summary[f"{value}_mean"], summary[f"{value}_sd"], strict=True)]
+    summary["cell"] = mean_sd(summary[f"{value}_mean"], summary[f"{value}_sd"])
     out = summary.pivot(index=["dim", "target"], columns="model", values="cell")
     out = out[sorted(out.columns, key=_MODEL_ORDER.get)]
     const = summary.groupby(["dim", "target"])[f"const_{value}"].first()

@@ -31,6 +31,7 @@ from ..ground_truth import box_gap_bound
 from ..images import image_patches
 from ..inference import Box, minimize
 from ..restoration import Corrupted, ExactRestoration, candidates, corrupt, first_order_optimum, true_energy
+from ..results import mean_sd
 
 __all__ = [
     "PROFILES",
@@ -431,8 +432,7 @@ def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
     grouped = table[table["method"] == method].groupby("family", sort=False)
     out = pd.DataFrame({"parameters": grouped["parameters"].first()})
     for c in cols:
-        m, s = grouped[c].mean(), grouped[c].std(ddof=1)
-        out[c] = [f"{a:.3g} ± {b:.2g}" for a, b in zip(m, s.fillna(0.0), strict=True)]
+        out[c] = mean_sd(grouped[c].mean(), grouped[c].std(ddof=1))
     return out
 
 

@@ -31,6 +31,7 @@ from ..inference import Box, minimize
 from ..lifting import LiftingError
 from ..profiles import pick
 from ..recurrent import RECURRENT_FAMILIES, recurrent_family
+from ..results import mean_sd
 from ..solvers import resolve_solver
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "first_order_optimum",
     "reference_protocol",
     "reference_sequences",
+    "reference_table",
+    "reference_versus_certified",
+    "results_table",
     "run_seed",
     "seeds",
     "summarise",
@@ -86,6 +90,18 @@ class TrajectoryConfig:
     # the exact optimum's first-order cross-check and the certificate tolerance
     fo_iters: int = 3000
     gap_tol: float = 1e-5
+
+    def describe(self) -> str:
+        """The sizes in one line (sequences, candidates, model sizes, training)."""
+        return (f"T = {self.steps}, p = {self.features}, train/val/test sequences = {self.n_train}/{self.n_val}/"
+                f"{self.n_test}, {self.n_candidates} candidates each; hidden {self.hidden}, quadratic channels "
+                f"{self.quad_channels}, norm groups {self.norm_groups}; {self.epochs} epochs at batch "
+                f"{self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> TrajectoryConfig:
+        """The configuration recorded in a table's provenance (other keys, such as the seeds, ignored)."""
+        return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
 
 
 def seeds(profile: str, seed: int) -> list[int]:
@@ -439,6 +455,48 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     agg.insert(0, "params", df.groupby("family", sort=False)["params"].first())
     agg.insert(1, "seeds", df.groupby("family", sort=False)["seed"].nunique())
     return agg.reset_index()
+
+
+def results_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The results of a :func:`summarise` table, mean ± sd over seeds per family: regret, relative
+    regret and RMSE to the exact optimum (true energy), wall time per smoothed sequence (ms) and the
+    energy model's relative error on test candidates."""
+    return pd.DataFrame({
+        "family": summary.family, "params": summary.params, "seeds": summary.seeds,
+        "regret": mean_sd(summary.regret_mean, summary.regret_std),
+        "rel. regret": mean_sd(summary.rel_regret_mean, summary.rel_regret_std),
+        "RMSE to opt.": mean_sd(summary.rmse_to_opt_mean, summary.rmse_to_opt_std),
+        "time (ms)": [f"{1e3 * m:.1f}" for m in summary.time_per_seq_mean],
+        "test rel. error": mean_sd(summary.test_rel_err_mean, summary.test_rel_err_std),
+    })
+
+
+def reference_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The reference's protocol beside ours, from a :func:`summarise` table: its regret against its
+    own Adam "optimum" and against the exact one, its RMSE to the optimum, and the certified regret."""
+    return pd.DataFrame({
+        "family": summary.family,
+        "regret vs Adam 'optimum'": mean_sd(summary.ref_regret_adam_mean, summary.ref_regret_adam_std),
+        "regret vs exact optimum": mean_sd(summary.ref_regret_exact_mean, summary.ref_regret_exact_std),
+        "RMSE to opt.": mean_sd(summary.ref_rmse_to_opt_mean, summary.ref_rmse_to_opt_std),
+        "certified regret (ours)": mean_sd(summary.regret_mean, summary.regret_std),
+    })
+
+
+def reference_versus_certified(summary: pd.DataFrame) -> str:
+    """One sentence from a :func:`summarise` table: the families whose reference smoothing (fixed-step
+    Adam on the learned energy) has a lower mean true-energy regret against the exact optimum than
+    the certified minimiser of the same learned energy, and whether the two protocols rank the
+    families alike."""
+    lower = summary[summary.ref_regret_exact_mean < summary.regret_mean]
+    gaps = ", ".join(f"{f} {a:.3g} against {c:.3g}" for f, a, c in
+                     zip(lower.family, lower.ref_regret_exact_mean, lower.regret_mean, strict=True))
+    ours = summary.sort_values("regret_mean").family.tolist()
+    theirs = summary.sort_values("ref_regret_exact_mean").family.tolist()
+    ranking = ("the same ranking of the families" if ours == theirs
+               else f"a different ranking ({' < '.join(theirs)} against {' < '.join(ours)})")
+    return (f"the reference's smoothing has the lower mean regret (against the exact optimum) for {len(lower)} of "
+            f"{len(summary)} families{': ' + gaps if gaps else ''}; both protocols give {ranking}.")
 
 
 def config_dict(cfg: TrajectoryConfig) -> dict:
