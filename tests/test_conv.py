@@ -112,6 +112,33 @@ def test_readout_of_at_context_equals_autograd(activation):
     torch.testing.assert_close(sc.readout.directional_derivative(model, x, v), (grad * v).sum(1), rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp internals
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_torch_func_transforms_equal_the_readout(activation):
+    # vmap, grad, jacrev and hessian (forward over reverse mode) through the exact cone norms,
+    # on the model of the image and on the model of (image, context); a zero cone included.
+    cm = ConvSOCICNN((1, 5, 5), 2, (3, 3), 2, 2, activation=activation, dtype=F64, seed=3)
+    g = torch.Generator().manual_seed(4)
+    X, C = torch.rand(4, 1, 5, 5, generator=g, dtype=F64), torch.rand(4, 2, 5, 5, generator=g, dtype=F64)
+    with torch.no_grad():
+        model = cm.at(C[0])
+    x = X.reshape(4, -1)
+    x[0] = 0.0  # with the offsets zeroed below, every cone of the norm block is at its kink here
+    with torch.no_grad():
+        for block in model.blocks():
+            if hasattr(block, "d"):
+                block.d.zero_()
+    G = torch.func.vmap(torch.func.grad(lambda v: model(v[None])[0]))(x)
+    H = torch.func.vmap(torch.func.hessian(lambda v: model(v[None])[0]))(x)
+    J = torch.func.jacrev(model)(x)
+    torch.testing.assert_close(torch.diagonal(J, dim1=0, dim2=1).T, G)
+    ro = sc.readout.readout(model, x)
+    torch.testing.assert_close(G, ro.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(H, sc.readout.hessian(model, x), rtol=0, atol=1e-12)
+    GX = torch.func.vmap(torch.func.grad(lambda a, c: cm(a[None], c[None])[0]))(X, C)
+    torch.testing.assert_close(GX[0].reshape(-1), G[0], rtol=0, atol=1e-12)
+
+
 def test_dense_hessian_of_a_large_image_points_to_hvp():
     cm = ConvSOCICNN((1, 64, 64), 2, (2,), 2, 1, dtype=F64, seed=0)
     with torch.no_grad():

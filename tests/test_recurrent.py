@@ -79,6 +79,21 @@ def test_shapes_contexts_and_readout_equal_autograd(activation):
     torch.testing.assert_close(dd, (grad * w).sum(-1), rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp internals
+def test_torch_func_transforms_equal_the_readout():
+    model = small("softplus")
+    U, R = data(3, 5)
+    x = U.reshape(3, -1)
+    with torch.no_grad():
+        one = model.at(R[0])
+    G = torch.func.vmap(torch.func.grad(lambda v: one(v[None])[0]))(x)
+    H = torch.func.vmap(torch.func.hessian(lambda v: one(v[None])[0]))(x)
+    torch.testing.assert_close(G, sc.readout.readout(one, x).grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(H, sc.readout.hessian(one, x), rtol=0, atol=1e-12)
+    GU = torch.func.vmap(torch.func.grad(lambda u, r: model(u[None], r[None])[0]))(U, R[:1].expand_as(R))
+    torch.testing.assert_close(GU.reshape(3, -1), G, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("activation", ["relu", "softplus"])
 def test_lifting_witness_value_and_dual_gradient(activation):
     model = small(activation, seed=3)

@@ -168,19 +168,35 @@ class ConvQuadraticBlock(SmoothBlock):
 class _ConeNorm(torch.autograd.Function):
     """``||c||`` over the cone axis ``-2`` with the gradient ``c / ||c||`` (0 at a zero cone: the
     canonical selector ``r = 0``). The backward pass is written in differentiable operations, so
-    second derivatives (Hessian-vector products by double backward) work too."""
+    second derivatives (Hessian-vector products by double backward) work too; forward-mode (``jvp``)
+    and ``vmap`` make it usable under ``torch.func`` transforms."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, c: torch.Tensor) -> torch.Tensor:
-        norm = (c * c).sum(-2).sqrt_()
-        ctx.save_for_backward(c, norm)
-        return norm
+    def forward(c: torch.Tensor) -> torch.Tensor:
+        return (c * c).sum(-2).sqrt()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (c,) = inputs
+        ctx.save_for_backward(c, output)
+        ctx.save_for_forward(c, output)
+
+    @staticmethod
+    def _scale(norm: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``t / ||c||`` where the cone is not zero, 0 where it is."""
+        return torch.where(norm > 0, t / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         c, norm = ctx.saved_tensors
-        scale = torch.where(norm > 0, grad / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
-        return c * scale.unsqueeze(-2)
+        return c * _ConeNorm._scale(norm, grad).unsqueeze(-2)
+
+    @staticmethod
+    def jvp(ctx, dc: torch.Tensor) -> torch.Tensor:
+        c, norm = ctx.saved_tensors
+        return _ConeNorm._scale(norm, (c * dc).sum(-2))
 
 
 def _cone_norms(c: torch.Tensor) -> torch.Tensor:
