@@ -193,6 +193,17 @@ def test_block_offsets_bound_per_row_match_their_own():
             assert not torch.allclose(shifted(x), block(x))
 
 
+def test_bad_inputs_name_the_image_and_the_context():
+    cm = ConvSOCICNN((1, 4, 4), 2, (2,), 1, 1, dtype=F64, seed=0)
+    X, C = torch.rand(2, 1, 4, 4, dtype=F64), torch.rand(2, 2, 4, 4, dtype=F64)
+    with pytest.raises(ValueError, match="X has 32 non-finite"):
+        cm(torch.full_like(X[:1], float("inf")).expand(2, -1, -1, -1), C)
+    with pytest.raises(ValueError, match=r"C must have shape \(N, 2, 4, 4\)"):
+        cm.at(C[:, :1])
+    with pytest.raises(ValueError, match="X and C must have the same rows"):
+        cm(X, C[:1])
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [

@@ -198,8 +198,14 @@ def test_bad_inputs_are_named():
     U, R = data(2, 0)
     with pytest.raises(ValueError, match="U must have shape"):
         model(torch.zeros(2, T + 1, P, dtype=F64), R)
-    with pytest.raises(ValueError, match="context must have shape"):
+    with pytest.raises(ValueError, match="R must have shape"):
         model.at(torch.zeros(2, T, PR + 1, dtype=F64))
+    with pytest.raises(ValueError, match=rf"R must have shape \({T}, {PR}\) or \(N, {T}, {PR}\)"):
+        model.at(torch.zeros(T, PR + 1, dtype=F64))
+    with pytest.raises(ValueError, match="U has 1 non-finite"):
+        model(U.clone().index_put_((torch.tensor([0]),) * 3, torch.tensor(float("nan"), dtype=F64)), R)
+    with pytest.raises(ValueError, match="U and R must have the same rows"):
+        model(U, R[:1])
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         RecurrentSOCICNN(T, P, PR, kernel_size=4)
     with pytest.raises(ValueError, match="hidden must be an integer"):

@@ -130,13 +130,15 @@ class ConvSOCICNN(ContextualModel):
             return t.reshape(*t.shape[:-3], -1)
         return t
 
+    input_names = ("X", "C")
+
     def at(self, context) -> BoundModel:
         """The model of flattened images ``(N, C_0 H W)`` at one context or a batch of contexts."""
-        return super().at(self._flat(context, self.context_channels, "context"))
+        return super().at(self._flat(context, self.context_channels, "C"))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         images = self._flat(x, self.image_shape[0], "X")
-        return super().forward(images, self._flat(context, self.context_channels, "context"))
+        return super().forward(images, self._flat(context, self.context_channels, "C"))
 
 
 #: The five Conv families: backbone activation, quadratic block, norm block.

@@ -173,11 +173,13 @@ class ContextualModel(_OnBase, nn.Module):
     ``model(x, context)`` evaluates ``f(x_i, context_i)`` row by row and ``model.at(context)``
     returns the ordinary model of ``x`` for one context ``(p,)`` (shared data) or for a batch
     ``(N, p)`` (per-row data), which lifting, readout and inference accept unchanged.
-    Subclasses set ``self.base`` and ``self.context_dim`` and implement :meth:`block_data`.
+    Subclasses set ``self.base`` and ``self.context_dim`` and implement :meth:`block_data`;
+    ``input_names`` are the names of the two arguments in error messages.
     """
 
     base: BlockModel
     context_dim: int
+    input_names: tuple[str, str] = ("x", "context")
 
     def block_data(self, context: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per-block data for contexts ``(N, p)``: one dict per block of ``base``, values ``(N, ...)``."""
@@ -192,17 +194,20 @@ class ContextualModel(_OnBase, nn.Module):
 
     def at(self, context) -> BoundModel:
         """The model of ``x`` at ``context`` ``(p,)`` (one function) or ``(N, p)`` (row by row)."""
-        c2, vector = self.check_context(context)
+        c2, vector = self.check_context(context, self.input_names[1])
         data = self.block_data(c2)
         if vector:
             data = [{k: v[0] for k, v in dct.items()} for dct in data]
         return self.base.bind(data)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x2, vector = self.base.check_input(x)
-        c2, cvec = self.check_context(context)
+        xname, cname = self.input_names
+        x2, vector = self.base.check_input(x, xname)
+        c2, cvec = self.check_context(context, cname)
         if vector != cvec or x2.shape[0] != c2.shape[0]:
-            raise ValueError(f"x and context must have the same rows, got {tuple(x2.shape)} and {tuple(c2.shape)}")
+            raise ValueError(
+                f"{xname} and {cname} must have the same rows, got {tuple(x2.shape)} and {tuple(c2.shape)}"
+            )
         out = self.base.bind(self.block_data(c2))(x2)
         return out[0] if vector else out
 

@@ -233,13 +233,20 @@ class RecurrentSOCICNN(ContextualModel):
 
     # ----------------------------------------------------------------- context
     def _flat(self, t, per_step: int, name: str):
-        """``(N, T, k)`` -> ``(N, T k)`` and ``(T, k)`` -> ``(T k,)``; anything else as given."""
-        if isinstance(t, torch.Tensor) and t.ndim == 3 and tuple(t.shape[1:]) == (self.steps, per_step):
+        """``(N, T, k)`` -> ``(N, T k)`` and ``(T, k)`` -> ``(T k,)``; flat rows ``(N, T k)`` and
+        vectors pass (checked later); any other 2-D or 3-D shape is an error naming both forms."""
+        if not isinstance(t, torch.Tensor):
+            return t
+        shape = (self.steps, per_step)
+        if t.ndim == 3 and tuple(t.shape[1:]) == shape:
             return t.reshape(t.shape[0], -1)
-        if isinstance(t, torch.Tensor) and tuple(t.shape) == (self.steps, per_step):
+        if tuple(t.shape) == shape:
             return t.reshape(-1)
-        if isinstance(t, torch.Tensor) and t.ndim == 3:
-            raise ValueError(f"{name} must have shape (N, {self.steps}, {per_step}), got {tuple(t.shape)}")
+        if t.ndim == 3 or (t.ndim == 2 and t.shape[1] != self.steps * per_step):
+            raise ValueError(
+                f"{name} must have shape {shape} or (N, {self.steps}, {per_step}) (or flat rows "
+                f"(N, {self.steps * per_step})), got {tuple(t.shape)}"
+            )
         return t
 
     def check_context(self, context, name: str = "context") -> tuple[torch.Tensor, bool]:
@@ -272,6 +279,8 @@ class RecurrentSOCICNN(ContextualModel):
         the model is for readout, lifting and inference; train through ``model(U, R)``."""
         with torch.no_grad():
             return super().at(context)
+
+    input_names = ("U", "R")
 
     def forward(self, U: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         return super().forward(self._flat(U, self.features, "U"), R)
