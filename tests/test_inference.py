@@ -400,3 +400,21 @@ def test_the_constrained_line_search_drops_a_rising_direction_once_its_path_is_s
     x_new, F_new, moved = nw._candidate_search(model, idx, y, beta, x, F, [-tangent], none, F, counted, minorant)
     assert bool(moved.all()) and bool((F_new < F).all()) and len(calls) < 40
     assert bool((box.project(x_new) == x_new).all())
+
+
+def test_scaling_slopes_read_the_fitted_exponents():
+    import pandas as pd
+
+    from socicnn.experiments.whitebox import scaling_slopes
+
+    v = [10.0, 20.0, 40.0]
+    table = pd.DataFrame({
+        "knob": ["n"] * 3 + ["d"] * 3 + ["width"] * 3 + ["depth"] * 3,
+        "value": v * 4,
+        "ms per query": [100 / x for x in v] + [5.0] * 3 + [x**0.5 for x in v] + [x**1.5 for x in v],
+    })
+    slopes, sentence = scaling_slopes(table)
+    assert slopes["n"] == pytest.approx(-1) and slopes["d"] == pytest.approx(0, abs=1e-12)
+    assert "number of queries it falls (slope -1.00)" in sentence
+    assert "input dimension it stays about flat" in sentence and "width it grows sublinearly" in sentence
+    assert "depth it grows faster than linearly (slope 1.50)" in sentence

@@ -29,6 +29,7 @@ __all__ = [
     "newton_path",
     "queries",
     "relative_gap",
+    "scaling_slopes",
     "tutorial_model",
 ]
 
@@ -189,3 +190,25 @@ def inference_scaling(
                  "converged": float(res.converged.float().mean())}
             )
     return pd.DataFrame(rows)
+
+
+def scaling_slopes(scaling: pd.DataFrame) -> tuple[dict[str, float], str]:
+    """Least-squares slopes of log(time per query) against log(size) per knob of an
+    :func:`inference_scaling` table, and one sentence that reads them: per knob, whether the time
+    per query falls (slope < -0.2), stays about flat (|slope| <= 0.2), grows sublinearly (up to
+    0.8), about linearly (0.8 to 1.2) or faster."""
+    slopes = {k: float(np.polyfit(np.log(p["value"]), np.log(p["ms per query"]), 1)[0])
+              for k, p in scaling.groupby("knob", sort=False)}
+
+    def reading(slope: float) -> str:
+        if slope < -0.2:
+            return "falls"
+        if slope <= 0.2:
+            return "stays about flat"
+        if slope <= 0.8:
+            return "grows sublinearly"
+        return "grows about linearly" if slope <= 1.2 else "grows faster than linearly"
+
+    names = {"n": "the number of queries", "d": "the input dimension", "width": "the width", "depth": "the depth"}
+    parts = [f"with {names.get(k, k)} it {reading(v)} (slope {v:.2f})" for k, v in slopes.items()]
+    return slopes, "time per query: " + "; ".join(parts) + "."
