@@ -202,3 +202,26 @@ def test_parts_run_by_separate_processes_merge_into_one_table(tmp_path):
         merge_case_tables([a, tmp_path / "c.csv"], tmp_path / "x.csv", merge_checks)
     with pytest.raises(ValueError, match="not a table written case by case"):
         merge_case_tables([a, _saved(tmp_path)], tmp_path / "x.csv", merge_checks)
+
+
+def test_provenance_names_the_version_of_an_uninstalled_source_tree(monkeypatch):
+    from importlib import metadata
+
+    import socicnn.results as results
+
+    def missing(pkg):
+        raise metadata.PackageNotFoundError(pkg)
+
+    monkeypatch.setattr(results.metadata, "version", missing)
+    record = results.provenance("smoke", "cpu")
+    assert record["package_version"] == socicnn.__version__ and record["versions"]["socicnn"] == socicnn.__version__
+    assert record["versions"]["torch"] is None
+
+
+def test_describe_says_when_the_version_was_not_recorded(tmp_path):
+    from socicnn.results import StoredTable
+
+    meta = {"profile": "paper", "device": "cuda", "hardware": "GPU", "package_version": None, "date": "d",
+            "git_commit": "abcdef1234567"}
+    assert "socicnn (version not recorded) (commit abcdef1234)" in StoredTable(
+        pd.DataFrame({"a": [1]}), meta, tmp_path / "t.csv").describe()

@@ -126,9 +126,15 @@ def _git(cwd: Path, *args: str) -> str | None:
 
 
 def _version(pkg: str) -> str | None:
+    """The installed version of ``pkg``; for socicnn run from a source tree that is not installed
+    (``PYTHONPATH=src``), the version the source declares."""
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
+        if pkg == "socicnn":
+            from . import __version__
+
+            return __version__
         return None
 
 
@@ -236,7 +242,8 @@ class StoredTable:
             wall += "; {} of {} cases (the run has not reached its last case)".format(*self.cases())
         return (
             f"{self.path.name}: {len(self.table)} rows, profile={m['profile']}, device={m['device']} "
-            f"({m['hardware']}), socicnn {m['package_version']} ({origin}), {m['date']}{wall}"
+            f"({m['hardware']}), socicnn {m['package_version'] or '(version not recorded)'} ({origin}), "
+            f"{m['date']}{wall}"
         )
 
     def cases(self) -> tuple[int, int] | None:
