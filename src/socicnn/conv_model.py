@@ -46,6 +46,8 @@ class ConvSOCICNN(ContextualModel):
     ``(context_channels, H, W)`` or a batch and returns a model of flattened images.
     """
 
+    input_names = ("X", "C")
+
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 64, 64),
@@ -129,8 +131,6 @@ class ConvSOCICNN(ContextualModel):
                 raise ValueError(f"{name} must have shape (N, {', '.join(map(str, want))}), got {tuple(t.shape)}")
             return t.reshape(*t.shape[:-3], -1)
         return t
-
-    input_names = ("X", "C")
 
     def at(self, context) -> BoundModel:
         """The model of flattened images ``(N, C_0 H W)`` at one context or a batch of contexts."""

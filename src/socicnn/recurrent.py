@@ -151,6 +151,8 @@ class RecurrentSOCICNN(ContextualModel):
     ``(N, T, p_R)`` (one per row) is a model of ``vec(U)`` ``(N, T p)``.
     """
 
+    input_names = ("U", "R")
+
     def __init__(
         self,
         steps: int = 40,
@@ -279,8 +281,6 @@ class RecurrentSOCICNN(ContextualModel):
         the model is for readout, lifting and inference; train through ``model(U, R)``."""
         with torch.no_grad():
             return super().at(context)
-
-    input_names = ("U", "R")
 
     def forward(self, U: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         return super().forward(self._flat(U, self.features, "U"), R)
