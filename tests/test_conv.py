@@ -90,11 +90,17 @@ def test_conv_models_stay_convex_after_adversarial_training(config, steps):
     assert jensen_violation(cm, config["seed"] + 1) <= 1e-12
 
 
+def images(n: int, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images ``(n, 1, size, size)`` and contexts ``(n, 2, size, size)``, uniform on [0, 1)."""
+    return (torch.rand(n, 1, size, size, generator=g, dtype=F64),
+            torch.rand(n, 2, size, size, generator=g, dtype=F64))
+
+
 @pytest.mark.parametrize("activation", ["relu", "softplus"])
 def test_readout_of_at_context_equals_autograd(activation):
     cm = ConvSOCICNN((1, 6, 6), 2, (3, 3), 4, 2, activation=activation, dtype=F64, seed=1)
     g = torch.Generator().manual_seed(2)
-    X, C = torch.rand(5, 1, 6, 6, generator=g, dtype=F64), torch.rand(5, 2, 6, 6, generator=g, dtype=F64)
+    X, C = images(5, 6, g)
     with torch.no_grad():
         model = cm.at(C)
         torch.testing.assert_close(model(X.reshape(5, -1)), cm(X, C), rtol=0, atol=1e-13)
@@ -118,8 +124,7 @@ def test_torch_func_transforms_equal_the_readout(activation):
     # vmap, grad, jacrev and hessian (forward over reverse mode) through the exact cone norms,
     # on the model of the image and on the model of (image, context); a zero cone included.
     cm = ConvSOCICNN((1, 5, 5), 2, (3, 3), 2, 2, activation=activation, dtype=F64, seed=3)
-    g = torch.Generator().manual_seed(4)
-    X, C = torch.rand(4, 1, 5, 5, generator=g, dtype=F64), torch.rand(4, 2, 5, 5, generator=g, dtype=F64)
+    X, C = images(4, 5, torch.Generator().manual_seed(4))
     with torch.no_grad():
         model = cm.at(C[0])
     x = X.reshape(4, -1)
