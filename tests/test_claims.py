@@ -23,7 +23,7 @@ H, P, F = Evidence("holds", ""), Evidence("partial", ""), Evidence("fails", "")
 
 
 def test_verdict_rule():
-    assert verdict(NONE, NONE, needs_paper_table=False) == "not yet in the book"
+    assert verdict(NONE, NONE, needs_paper_table=False) == "not yet judged"
     assert verdict(H, NONE, needs_paper_table=False) == "reproduced"
     assert verdict(H, NONE, needs_paper_table=True) == "partly reproduced"
     assert verdict(NONE, H, needs_paper_table=True) == "reproduced"

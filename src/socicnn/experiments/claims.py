@@ -3,7 +3,7 @@
 Every check returns an :class:`Evidence`: an outcome (``"holds"``, ``"partial"`` or
 ``"fails"``; ``None`` when there is nothing to judge) and a sentence with the measured numbers.
 :func:`verdict` turns the outcomes of the live run and of the stored paper-scale table into
-*reproduced*, *partly reproduced*, *not reproduced* or *not yet in the book* by one rule,
+*reproduced*, *partly reproduced*, *not reproduced* or *not yet judged* by one rule,
 stated in its docstring (and in the claims chapter) before any number is seen.
 """
 
@@ -68,7 +68,8 @@ NONE = Evidence(None, "")
 def verdict(live: Evidence, stored: Evidence, *, needs_paper_table: bool) -> str:
     """The verdict from the live run's and the stored table's outcomes.
 
-    - *not yet in the book*: neither source gives an outcome;
+    - *not yet judged*: neither source gives an outcome (no live check, and the stored
+      paper-scale table absent or partial);
     - *reproduced*: every available outcome is ``holds``, and, for a claim about paper-scale
       numbers (``needs_paper_table``), the stored paper-scale table is among them;
     - *not reproduced*: every available outcome is ``fails``;
@@ -77,7 +78,7 @@ def verdict(live: Evidence, stored: Evidence, *, needs_paper_table: bool) -> str
     """
     outcomes = [e.outcome for e in (live, stored) if e.outcome is not None]
     if not outcomes:
-        return "not yet in the book"
+        return "not yet judged"
     if all(o == "holds" for o in outcomes):
         return "partly reproduced" if needs_paper_table and stored.outcome is None else "reproduced"
     if all(o == "fails" for o in outcomes):
