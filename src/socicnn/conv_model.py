@@ -134,11 +134,12 @@ class ConvSOCICNN(ContextualModel):
 
     def at(self, context) -> BoundModel:
         """The model of flattened images ``(N, C_0 H W)`` at one context or a batch of contexts."""
-        return super().at(self._flat(context, self.context_channels, "C"))
+        return super().at(self._flat(context, self.context_channels, self.input_names[1]))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        images = self._flat(x, self.image_shape[0], "X")
-        return super().forward(images, self._flat(context, self.context_channels, "C"))
+        xname, cname = self.input_names
+        images = self._flat(x, self.image_shape[0], xname)
+        return super().forward(images, self._flat(context, self.context_channels, cname))
 
 
 #: The five Conv families: backbone activation, quadratic block, norm block.

@@ -283,7 +283,7 @@ class RecurrentSOCICNN(ContextualModel):
             return super().at(context)
 
     def forward(self, U: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        return super().forward(self._flat(U, self.features, "U"), R)
+        return super().forward(self._flat(U, self.features, self.input_names[0]), R)
 
     def extra_repr(self) -> str:
         return (

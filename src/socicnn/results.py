@@ -126,15 +126,9 @@ def _git(cwd: Path, *args: str) -> str | None:
 
 
 def _version(pkg: str) -> str | None:
-    """The installed version of ``pkg``; for socicnn run from a source tree that is not installed
-    (``PYTHONPATH=src``), the version the source declares."""
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
-        if pkg == "socicnn":
-            from . import __version__
-
-            return __version__
         return None
 
 
@@ -154,14 +148,17 @@ def provenance(profile: str, device: torch.device | str, **config) -> dict:
     date and ``config`` (JSON-serialisable values)."""
     dev = torch.device(device)
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
+    from . import __version__  # the running code's version, installed or run from a source tree
+
     root = checkout_root()
     commit, dirty = checkout_state()
     return {
-        "package_version": _version("socicnn"),
+        "package_version": __version__,
         "source": "checkout" if root is not None else "copy" if commit else "installed",
         "git_commit": commit,
         "git_dirty": dirty,
-        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
+        "versions": {"python": platform.python_version(),
+                     **{p: __version__ if p == "socicnn" else _version(p) for p in PACKAGES}},
         "device": str(dev),
         "hardware": hardware,
         "cpu_count": os.cpu_count(),
