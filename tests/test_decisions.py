@@ -180,3 +180,11 @@ def test_exact_decisions_hand_uncertified_solves_to_the_certified_fast_method():
     assert all(s.endswith("certified by the fast method") for s in cut.status)
     assert float(((cut.value - full.value).abs() / full.value.abs().clamp(min=1.0)).max()) <= 1e-6
     assert float(violation(C, cut.x).max()) <= 1e-12
+
+
+@pytest.mark.parametrize("argv, message", [(["--limit", "0"], "--limit must be >= 1"),
+                                           (["--skip", "-1"], "--skip must be >= 0")])
+def test_paper_runner_rejects_bad_case_ranges(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        ds.main(["smoke", *argv])
+    assert message in capsys.readouterr().err

@@ -172,6 +172,21 @@ def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
     assert "min summed over its 2 runs" in stored.describe()
 
 
+def test_run_cases_stops_after_limit_new_cases_when_resuming(tmp_path):
+    from socicnn.results import run_cases
+
+    out, ran = tmp_path / "r.csv", []
+
+    def one(case):
+        ran.append(case[0])
+        return pd.DataFrame({"case": [case[0]]}), f"case {case[0]}"
+
+    todo = [(1,), (2,), (3,), (4,)]
+    run_cases(out, todo, one, profile="paper", device="cpu", resume=False, limit=1)
+    run_cases(out, todo, one, profile="paper", device="cpu", resume=True, limit=2)
+    assert ran == [1, 2, 3] and load_table(out).cases() == (3, 4)
+
+
 def test_parts_run_by_separate_processes_merge_into_one_table(tmp_path):
     from socicnn.results import merge_case_tables, run_cases
 

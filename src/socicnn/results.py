@@ -354,6 +354,7 @@ def run_cases(
     resume: bool,
     checks: dict | None = None,
     cases_total: int | None = None,
+    limit: int | None = None,
     **config,
 ) -> None:
     """Run the cases ``todo`` one by one with ``run_one(case) -> (table, message)``, saving the
@@ -364,7 +365,8 @@ def run_cases(
     loaded into ``checks`` (the dict ``run_one`` updates). ``runs`` lists every process that added
     cases (its commit, whether the checkout had changes, device, hardware, package versions, the
     number of cases and its wall time), since a table finished across sessions may mix commits.
-    ``cases_total`` is the size of the whole run when ``todo`` is a part of it (default ``len(todo)``)."""
+    ``cases_total`` is the size of the whole run when ``todo`` is a part of it (default ``len(todo)``);
+    ``limit`` stops after that many new cases (a process given a share of a run that several run)."""
     todo = [tuple(c) for c in todo]
     total = len(todo) if cases_total is None else cases_total
     checks = {} if checks is None else checks
@@ -379,7 +381,7 @@ def run_cases(
         wall0 = prior.meta["wall_time_s"] or 0.0
         runs = prior.meta["config"].get("runs") or [_run_entry(prior.meta, len(done), wall0)]
         print(f"resuming: {len(done)} of {total} cases already in {out}", flush=True)
-    remaining = [c for c in todo if c not in done]
+    remaining = [c for c in todo if c not in done][:limit]
     if remaining:
         checkout_state()  # the commit this run starts from (cached), recorded with every save
     t0 = time.perf_counter()

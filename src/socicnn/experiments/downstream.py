@@ -593,7 +593,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), saving the
     per-seed table of the cases finished so far, with provenance, after every case; ``--resume``
     skips the cases an earlier run of the same profile saved at ``--out``. A second process can
-    take later cases (``--skip N --out part.csv``); ``--merge A.csv B.csv`` then joins the parts."""
+    take later cases (``--skip N --out part.csv``), ``--limit K`` stops a process after ``K`` new
+    cases, and ``--merge A.csv B.csv`` then joins the parts."""
     from ..results import merge_case_tables, run_cases, stored_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -602,11 +603,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
     ap.add_argument("--skip", type=int, default=0, metavar="N",
                     help="leave out the first N cases (a second process working on later ones)")
+    ap.add_argument("--limit", type=int, default=None, metavar="K",
+                    help="stop after K new cases (so that processes sharing a run do not overlap)")
     ap.add_argument("--merge", nargs="+", metavar="PART",
                     help="instead of running: join the tables of processes that ran disjoint cases into --out")
     args = ap.parse_args(argv)
     if args.skip < 0:
         ap.error(f"--skip must be >= 0, got {args.skip}")
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit must be >= 1, got {args.limit}")
     out = args.out or stored_dir() / "downstream_decisions.csv"
     if args.merge:
         try:
@@ -626,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
         return per_seed(table), f"{case} done"
 
     run_cases(out, cases(cfg)[args.skip :], run_one, profile=args.profile, device="cpu", resume=args.resume,
-              checks=checks, cases_total=len(cases(cfg)), **config)  # fmt: skip
+              checks=checks, cases_total=len(cases(cfg)), limit=args.limit, **config)  # fmt: skip
 
 
 if __name__ == "__main__":
