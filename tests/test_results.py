@@ -147,6 +147,7 @@ r.save_table(pd.DataFrame({{"a": [1]}}), "t.csv", profile="paper", device="cpu")
     subprocess.run([sys.executable, "-c", code], cwd=proj, env=env, check=True, capture_output=True)
     meta = load_table(proj / "t.csv").meta
     assert meta["source"] == "checkout" and meta["git_commit"] == first and meta["git_dirty"] is False
+    assert meta["git_changes"] == []
 
 
 def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
@@ -169,7 +170,7 @@ def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
     assert stored.table["case"].tolist() == [1, 2, 3] and stored.cases() == (3, 3)
     runs = stored.meta["config"]["runs"]
     assert [r["cases"] for r in runs] == [2, 1] and runs[0]["git_commit"] == meta["git_commit"]
-    assert "min summed over its 2 runs" in stored.describe()
+    assert "min summed over its 2 runs" in stored.describe() and "(2 runs at commits " in stored.describe()
 
 
 def test_run_cases_stops_after_limit_new_cases_when_resuming(tmp_path):
@@ -231,6 +232,24 @@ def test_provenance_names_the_version_of_an_uninstalled_source_tree(monkeypatch)
     record = results.provenance("smoke", "cpu")
     assert record["package_version"] == socicnn.__version__ and record["versions"]["socicnn"] == socicnn.__version__
     assert record["versions"]["torch"] is None
+
+
+def test_provenance_lists_the_uncommitted_changes_a_run_started_with(tmp_path, monkeypatch):
+    import socicnn.results as results
+
+    many = tuple(f"book/c{i}.md" for i in range(results.MAX_CHANGES + 3))
+    monkeypatch.setattr(results, "_checkout", lambda: ("abcdef1234567", ("src/socicnn/x.py", "notes.txt")))
+    record = results.provenance("paper", "cpu")
+    assert record["git_dirty"] is True and record["git_changes"] == ["src/socicnn/x.py", "notes.txt"]
+    table = results.StoredTable(pd.DataFrame({"a": [1]}), {**record, "rows": 1}, tmp_path / "t.csv")
+    assert "(commit abcdef1234 with uncommitted changes (listed in its provenance))" in table.describe()
+    monkeypatch.setattr(results, "_checkout", lambda: ("abcdef1234567", many))
+    listed = results.provenance("paper", "cpu")["git_changes"]
+    assert len(listed) == results.MAX_CHANGES + 1 and listed[-1] == "... and 3 more"
+    monkeypatch.setattr(results, "_checkout", lambda: ("abcdef1234567", ()))
+    record = results.provenance("paper", "cpu")
+    assert record["git_dirty"] is False and "(commit abcdef1234)," in results.StoredTable(
+        pd.DataFrame({"a": [1]}), {**record, "rows": 1}, tmp_path / "t.csv").describe()
 
 
 def test_describe_says_when_the_version_was_not_recorded(tmp_path):

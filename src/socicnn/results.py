@@ -60,6 +60,8 @@ OUT_ENV = "SOCICNN_OUT"
 COMMIT_ENV = "SOCICNN_COMMIT"
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGES = ("socicnn", "torch", "numpy", "pandas", "scipy", "cvxpy", "clarabel")
+#: At most this many changed paths are listed in a provenance record's ``git_changes``.
+MAX_CHANGES = 40
 #: Keys every provenance record must hold for a table to be shown.
 REQUIRED = ("package_version", "versions", "device", "hardware", "profile", "date", "rows", "config")
 
@@ -99,6 +101,18 @@ def checkout_root() -> Path | None:
 
 
 @cache
+def _checkout() -> tuple[str | None, tuple[str, ...] | None]:
+    """``(commit, changed paths)`` of :func:`checkout_root`, taken once per process; the paths
+    are ``None`` when unknown (no git, or a copy that names its commit in ``$SOCICNN_COMMIT``)."""
+    root = checkout_root()
+    if root is None:
+        commit = os.environ.get(COMMIT_ENV)
+        return (commit.strip(), None) if commit and commit.strip() else (None, None)
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal", strip=False)
+    changes = None if status is None else tuple(line[3:] for line in status.splitlines() if line.strip())
+    return _git(root, "rev-parse", "HEAD"), changes
+
+
 def checkout_state() -> tuple[str | None, bool | None]:
     """``(commit, has uncommitted changes)`` of :func:`checkout_root`, or ``(None, None)``.
 
@@ -109,20 +123,18 @@ def checkout_state() -> tuple[str | None, bool | None]:
     start of a chapter), so a long run records the commit it started from, not the one the
     checkout has moved to when the run saves its table.
     """
-    root = checkout_root()
-    if root is None:
-        commit = os.environ.get(COMMIT_ENV)
-        return (commit.strip(), None) if commit and commit.strip() else (None, None)
-    status = _git(root, "status", "--porcelain")
-    return _git(root, "rev-parse", "HEAD"), None if status is None else bool(status)
+    commit, changes = _checkout()
+    return commit, None if changes is None else bool(changes)
 
 
-def _git(cwd: Path, *args: str) -> str | None:
+def _git(cwd: Path, *args: str, strip: bool = True) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() if strip else out.stdout
 
 
 def _version(pkg: str) -> str | None:
@@ -144,19 +156,21 @@ def _cpu_model() -> str:
 
 
 def provenance(profile: str, device: torch.device | str, **config) -> dict:
-    """Package version, checkout commit (``None`` when installed), versions, device, profile,
-    date and ``config`` (JSON-serialisable values)."""
+    """Package version, checkout commit (``None`` when installed) with the paths that differed
+    from it when the run started (``git_changes``, at most :data:`MAX_CHANGES` of them, then a
+    count), versions, device, profile, date and ``config`` (JSON-serialisable values)."""
     dev = torch.device(device)
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
     from . import __version__  # the running code's version, installed or run from a source tree
 
     root = checkout_root()
-    commit, dirty = checkout_state()
+    commit, changes = _checkout()
     return {
         "package_version": __version__,
         "source": "checkout" if root is not None else "copy" if commit else "installed",
         "git_commit": commit,
-        "git_dirty": dirty,
+        "git_dirty": None if changes is None else bool(changes),
+        "git_changes": _listed(changes),
         "versions": {"python": platform.python_version(),
                      **{p: __version__ if p == "socicnn" else _version(p) for p in PACKAGES}},
         "device": str(dev),
@@ -166,6 +180,12 @@ def provenance(profile: str, device: torch.device | str, **config) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,
     }
+
+
+def _listed(changes: tuple[str, ...] | None) -> list[str] | None:
+    if changes is None or len(changes) <= MAX_CHANGES:
+        return None if changes is None else list(changes)
+    return [*changes[:MAX_CHANGES], f"... and {len(changes) - MAX_CHANGES} more"]
 
 
 def mean_sd(means: Sequence[float], sds: Sequence[float]) -> list[str]:
@@ -229,12 +249,16 @@ class StoredTable:
 
     def describe(self) -> str:
         m = self.meta
-        origin = f"commit {m['git_commit'][:10]}" if m.get("git_commit") else "installed package"
         wall = f", {m['wall_time_s'] / 60:.1f} min" if m.get("wall_time_s") is not None else ""
         runs = m.get("config", {}).get("runs") or []
         if len(runs) > 1:  # a table finished by several processes (e.g. resumed in later sessions)
             commits = ", ".join(dict.fromkeys((r.get("git_commit") or "unknown")[:10] for r in runs))
-            wall += f" summed over its {len(runs)} runs (commits {commits})"
+            dirty = sum(bool(r.get("git_dirty")) for r in runs)
+            origin = f"{len(runs)} runs at commits {commits}" + (
+                f", {dirty} of them from a checkout with uncommitted changes" if dirty else "")
+            wall += f" summed over its {len(runs)} runs"
+        else:
+            origin = _origin(m)
         if not self.complete:
             wall += "; {} of {} cases (the run has not reached its last case)".format(*self.cases())
         return (
@@ -257,6 +281,17 @@ class StoredTable:
         """Whether every case of the run's profile is in the table."""
         cases = self.cases()
         return cases is None or cases[0] >= cases[1]
+
+
+def _origin(record: dict) -> str:
+    """Where one run's code came from, for :meth:`StoredTable.describe`."""
+    if not record.get("git_commit"):
+        return "installed package"
+    text = f"commit {record['git_commit'][:10]}"
+    if record.get("git_dirty"):
+        changes = record.get("git_changes")
+        text += " with uncommitted changes" + (" (listed in its provenance)" if changes else "")
+    return text
 
 
 def load_table(path: str | Path) -> StoredTable | None:
@@ -300,7 +335,7 @@ def load_stored(name: str) -> StoredTable | None:
 
 def _run_entry(meta: dict, cases: int, wall_time: float) -> dict:
     """One process's share of a case-by-case table (for ``runs`` in :func:`run_cases`)."""
-    keys = ("git_commit", "git_dirty", "device", "hardware", "package_version", "versions")
+    keys = ("git_commit", "git_dirty", "git_changes", "device", "hardware", "package_version", "versions")
     return {**{k: meta.get(k) for k in keys}, "cases": cases, "wall_time_s": wall_time}
 
 
