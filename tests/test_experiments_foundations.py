@@ -136,3 +136,12 @@ def test_expressivity_sweep_covers_targets_dims_and_seeds():
     np.testing.assert_array_equal(sel["test_mse"].to_numpy(), one["test_mse"].to_numpy())
     with pytest.raises(ValueError, match="non-empty"):
         ex.expressivity_sweep((), (2,), (0,), (2,))
+
+
+def test_parameter_ratio_is_widest_relu_over_block_model_per_cell():
+    rows = [("norm", 2, "relu-icnn", 2, 40), ("norm", 2, "relu-icnn", 8, 400), ("norm", 2, "soc-icnn", 2, 50),
+            ("norm", 3, "relu-icnn", 8, 900), ("norm", 3, "soc-icnn", 2, 60)]
+    table = pd.DataFrame(rows, columns=["target", "d", "model", "width", "params"])
+    assert ex.parameter_ratio(table).startswith("the widest ReLU-ICNN has 8x to 15x the parameters")
+    with pytest.raises(ValueError, match="no \\(target, d\\) cell"):
+        ex.parameter_ratio(table[table["model"] == "relu-icnn"])

@@ -25,6 +25,7 @@ __all__ = [
     "TARGETS",
     "affine_pieces",
     "expressivity_sweep",
+    "parameter_ratio",
     "piece_values",
     "relu_width_sweep",
 ]
@@ -179,3 +180,16 @@ def expressivity_sweep(
         for s in seeds
     ]
     return pd.concat(tables, ignore_index=True)
+
+
+def parameter_ratio(table: pd.DataFrame) -> str:
+    """A sentence with the range over ``(target, d)`` of an :func:`expressivity_sweep` table of the
+    widest ReLU-ICNN's parameter count divided by the block model's (the SOC-ICNN)."""
+    params = table.groupby(["target", "d", "model", "width"])["params"].first().reset_index()
+    relu = params[params["model"] == "relu-icnn"].sort_values("width").groupby(["target", "d"])["params"].last()
+    soc = params[params["model"] == "soc-icnn"].set_index(["target", "d"])["params"]
+    ratio = (relu / soc).dropna()
+    if ratio.empty:
+        raise ValueError("the table has no (target, d) cell with both a ReLU-ICNN and the block model")
+    return (f"the widest ReLU-ICNN has {ratio.min():.0f}x to {ratio.max():.0f}x the parameters of the block model "
+            f"({int(soc.min())} to {int(soc.max())} parameters) over the {len(ratio)} (target, d) cells")
