@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import fields, replace
 
@@ -111,6 +112,31 @@ def test_gap_table_and_verdict_are_computed_from_the_numbers():
     assert lines[0].startswith("'reference': SOC-ICNN has the lowest mean relative L2 error in 1 of 1")
     no_gap = fa.verdict(_fake(["reference", "a"], [1.05, 0.5]))
     assert any("no gap to close" in line for line in no_gap)
+
+
+def test_verdict_reports_runs_still_improving_and_can_skip_the_ladder():
+    table = _fake(["reference", "a"], [8.0, 2.0])
+    table.loc[table["config"] == "a", "converged"] = [True, False] * 5
+    lines = fa.verdict(table, ladder=False)
+    assert len(lines) == 2 and "5 of 10 runs were still improving" in lines[1]
+    assert "0 of 10 runs were still improving" in lines[0]
+
+
+def test_doubling_comparison_uses_the_cases_of_the_doubled_run():
+    summary = fa.summarize(pd.concat([_fake(["long budget"], [2.0]),
+                                      _fake(["long budget"], [0.5]).assign(dim=10)], ignore_index=True))
+    doubled = fa.summarize(_fake(["long budget" + fa.DOUBLED_SUFFIX], [4.0]))
+    (line,) = fa.doubling_comparison(summary, doubled)
+    # only d = 5 is in the doubled run, so the T-step gap is that case's 2x, not the mean with d = 10
+    assert line.startswith("'long budget', quadratic targets (1 case, d = 5): the best baseline's error is 2x")
+    assert "4x at 2T; SOC-ICNN lowest in 1 and 1 of them" in line
+    rows = fa.long_budget_rows(pd.concat([summary, fa.summarize(_fake(["reference"], [1.0]))]), doubled)
+    assert set(rows["config"]) == {"long budget", "long budget" + fa.DOUBLED_SUFFIX}
+
+
+def test_sweep_configs_round_trip_through_their_provenance():
+    for cfg in fa.ladder_for("paper"):
+        assert fa.SweepConfig.from_dict(json.loads(json.dumps(fa.config_dict(cfg)))) == cfg
 
 
 def test_exact_soc_models_equal_their_targets():

@@ -58,9 +58,7 @@ def _fair_long(load: Load) -> tuple[Evidence, str]:
     note = "; ".join(_note(t) for t in parts) or "no stored table"
     if not parts:
         return NONE, note
-    long_configs = [c.name for c in fa.ladder_for("paper") if c.budget.name == "long"]
-    table = pd.concat([t.table for t in parts], ignore_index=True)
-    table = table[table["config"].str.removesuffix(fa.DOUBLED_SUFFIX).isin(long_configs)]
+    table = fa.long_budget_rows(*(t.table for t in parts))
     return (NONE if table.empty else claims.approximation_ranking(table)), note
 
 

@@ -57,11 +57,13 @@ __all__ = [
     "DOUBLED_SUFFIX",
     "DOUBLING_TOL",
     "doubled",
+    "doubling_comparison",
     "doubling_table",
     "exact_soc_model",
     "GAP_MIN_RATIO",
     "gap_table",
     "ladder_for",
+    "long_budget_rows",
     "reference_config",
     "results_matrix",
     "run_ladder",
@@ -127,6 +129,16 @@ class SweepConfig:
     block_init_scale: float = 1.0
     standardize: bool = False
     sample_dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        """The configuration :func:`config_dict` wrote (e.g. into a stored table's provenance)."""
+        d = dict(d)
+        d["budget"] = Budget(**d["budget"])
+        d["widths"] = {int(k): int(v) for k, v in d["widths"].items()}
+        for key in ("dims", "targets", "seeds", "families"):
+            d[key] = tuple(d[key])
+        return cls(**d)
 
     def zpath_mean(self, width: int) -> float:
         """Mean of the raw z-path weights at initialisation (reference parameterisation)."""
@@ -449,9 +461,12 @@ def gap_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict(table: pd.DataFrame) -> list[str]:
+def verdict(table: pd.DataFrame, ladder: bool = True) -> list[str]:
     """Sentences computed from ``table``: SOC-ICNN's rank per configuration, the constant-
-    predictor floor, how the gap to the baselines moves along the ladder, and convergence."""
+    predictor floor, the results still improving at the end of their budget (the late-improvement
+    flag: a result it flags has not converged; one it passes may still improve with more steps,
+    which only a longer run shows, :func:`doubling_table`) and, with ``ladder``, how the gap to
+    the baselines moves along the ladder (the first configuration is the reference)."""
     adv = advantage_table(table)
     unit = "seed-averaged results" if "rel_l2_sd" in table.columns else "runs"  # as_runs() tables hold means
     lines = []
@@ -464,11 +479,12 @@ def verdict(table: pd.DataFrame) -> list[str]:
             f"{len(sub)} (dimension, target) cases; the best baseline's error is {_geomean(sub['ratio']):.3g}x "
             f"SOC-ICNN's (geometric mean; range {sub['ratio'].min():.3g}x to {sub['ratio'].max():.3g}x); "
             f"{int(worse.sum())} of {len(base)} baseline {unit} are no better than the constant predictor; "
-            f"{int(runs['converged'].sum())} of {len(runs)} {unit} converged."
+            f"{int((~runs['converged']).sum())} of {len(runs)} {unit} were still improving by at least "
+            f"{CONVERGED_TOL:.0%} in their last 20% of steps (not converged)."
         )
     gaps = gap_table(table)
     configs = list(table["config"].unique())
-    if len(configs) > 1:
+    if ladder and len(configs) > 1:
         first, last = configs[0], configs[-1]
         for group, sub in gaps.groupby("group", sort=False):
             sub = sub.set_index("config")
@@ -486,6 +502,42 @@ def verdict(table: pd.DataFrame) -> list[str]:
                 f"{group} targets ({cases} case{'' if cases == 1 else 's'}): "
                 f"the best baseline's error is {r0:.3g}x "
                 f"SOC-ICNN's in '{first}' and {r1:.3g}x in '{last}'; {how}."
+            )
+    return lines
+
+
+def long_budget_rows(summary: pd.DataFrame, doubled_summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of the paper ladder's long-budget configurations from a stored ladder
+    (:func:`summarize` table) and, if given, its doubled-budget run: the fair comparison at ``T``
+    and ``2T`` steps, one ``config`` per configuration and budget."""
+    long_configs = [c.name for c in ladder_for("paper") if c.budget.name == "long"]
+    parts = [t for t in (summary, doubled_summary) if t is not None]
+    table = pd.concat(parts, ignore_index=True)
+    return table[table["config"].str.removesuffix(DOUBLED_SUFFIX).isin(long_configs)]
+
+
+def doubling_comparison(summary: pd.DataFrame, doubled_summary: pd.DataFrame) -> list[str]:
+    """Per doubled configuration of ``doubled_summary`` (:func:`doubled`) and target group: the gap
+    (geometric mean over cases of the best baseline's error over SOC-ICNN's) and the cases SOC-ICNN
+    leads, at ``T`` steps (the configuration in ``summary``) and at ``2T``, on the same (dimension,
+    target) cases: those the doubled run holds."""
+    runs_t, runs_2t = as_runs(summary), as_runs(doubled_summary)
+    lines = []
+    for name in doubled_summary["config"].unique():
+        base = name.removesuffix(DOUBLED_SUFFIX)
+        at_2t = advantage_table(runs_2t[runs_2t["config"] == name])
+        cases = at_2t[["dim", "target"]].drop_duplicates()
+        at_t = advantage_table(runs_t[runs_t["config"] == base]).merge(cases, on=["dim", "target"])
+        if at_t.empty:
+            continue
+        dims = ", ".join(map(str, sorted(cases["dim"].unique())))
+        for group in [g for g in GROUPS if g in set(at_2t["group"])]:
+            a, b = at_t[at_t["group"] == group], at_2t[at_2t["group"] == group]
+            lines.append(
+                f"'{base}', {group} targets ({len(b)} case{'' if len(b) == 1 else 's'}, d = {dims}): the best "
+                f"baseline's error is {_geomean(a['ratio']):.3g}x SOC-ICNN's at T steps and "
+                f"{_geomean(b['ratio']):.3g}x at 2T; SOC-ICNN lowest in {int(a['soc_first'].sum())} and "
+                f"{int(b['soc_first'].sum())} of them."
             )
     return lines
 
