@@ -97,3 +97,13 @@ def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypat
     calls.clear()
     ir.main(["smoke", "--out", str(out), "--resume"])  # nothing left: nothing runs
     assert calls == []
+
+
+def test_reference_scores_put_the_observation_and_the_exact_optimum_on_the_same_scale():
+    from socicnn.experiments import image_restoration as ir
+
+    data = ir.make_data(4, 2, 2, seed=0)
+    ref = ir.reference_scores(data)
+    assert list(ref.index) == ["observation Y", "exact optimum X*"]
+    assert ref.loc["exact optimum X*", "regret"] == pytest.approx(0.0, abs=1e-12)
+    assert ref.loc["exact optimum X*", "rmse_optimum"] == 0.0 and ref.loc["observation Y", "regret"] > 0
