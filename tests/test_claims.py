@@ -63,6 +63,9 @@ def test_approximation_ranking():
     mixed = pd.concat([_fa(cells, ["soc"] * 3, "short"), _fa(cells, ["relu"] * 3, "long")])
     result = approximation_ranking(mixed)
     assert result.outcome == "partial" and "budget long: SOC-ICNN best in 0 of 3" in result.measured
+    # one configuration of three going SOC-ICNN's way is not enough for "partial"
+    most_fail = pd.concat([mixed, _fa(cells, ["relu"] * 3, "longer")])
+    assert approximation_ranking(most_fail).outcome == "fails"
     with pytest.raises(ValueError, match="none of the columns"):
         approximation_ranking(pd.DataFrame({"target": ["q"], "d": [5], "family": ["soc"]}))
 
@@ -85,9 +88,12 @@ def test_expressivity_outcome():
 
 
 def test_value_equivalence_outcome():
-    t = pd.DataFrame({"value": [10.0, -2.0], "rel_err": [1e-9, 2e-9], "gap": [1e-8, 0.0], "status": ["optimal"] * 2})
-    assert value_equivalence_outcome(t).outcome == "holds"
+    t = pd.DataFrame({"value": [10.0, -2.0], "rel_err": [1e-9, 2e-9], "gap": [1e-8, 0.0], "status": ["optimal"] * 2,
+                      "duals_compared": [True, False], "nu_rel_err": [1e-7, 1.0], "p_rel_err": [2e-6, 1.0]})
+    assert value_equivalence_outcome(t).outcome == "holds"  # the second row's duals are not compared
     assert value_equivalence_outcome(t.assign(gap=[1e-4, 0.0])).outcome == "fails"
+    assert value_equivalence_outcome(t.assign(p_rel_err=[1e-4, 0.0])).outcome == "fails"  # a wrong dual
+    assert value_equivalence_outcome(t.assign(duals_compared=False)).outcome == "fails"  # nothing compared
 
 
 def test_energy_regret_outcomes_can_fail():

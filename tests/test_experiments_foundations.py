@@ -145,3 +145,14 @@ def test_parameter_ratio_is_widest_relu_over_block_model_per_cell():
     assert ex.parameter_ratio(table).startswith("the widest ReLU-ICNN has 8x to 15x the parameters")
     with pytest.raises(ValueError, match="no \\(target, d\\) cell"):
         ex.parameter_ratio(table[table["model"] == "relu-icnn"])
+
+
+def test_one_thread_on_cpu_restores_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with sc.profiles.one_thread_on_cpu("cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -24,7 +26,9 @@ PROFILES = ("smoke", "book", "paper")
 DEVICES = ("auto", "cpu", "cuda")
 T = TypeVar("T")
 
-__all__ = ["PROFILES", "DEVICES", "RunContext", "pick", "resolve_device", "seed_everything", "setup"]
+__all__ = [
+    "PROFILES", "DEVICES", "RunContext", "one_thread_on_cpu", "pick", "resolve_device", "seed_everything", "setup",
+]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -35,6 +39,21 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("DEVICE='cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(device)
+
+
+@contextmanager
+def one_thread_on_cpu(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block with one intra-op thread when ``device`` is the CPU (restored after): small
+    models train fastest that way, and timings do not depend on what else the machine runs."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 
 import pandas as pd
 import torch
 
 from ..model import SOCICNN, ReLUICNN
-from ..profiles import resolve_device
+from ..profiles import one_thread_on_cpu, resolve_device
 from ..readout import dual_objective, readout
 from ..train import fit, mse
 
@@ -85,20 +84,6 @@ def piece_values(model: SOCICNN, pieces: list[torch.Tensor], X: torch.Tensor) ->
 
 
 # --------------------------------------------------------------------------- width sweep
-@contextmanager
-def _single_thread_on_cpu(device: torch.device):
-    """Small models train fastest on one CPU thread (and do not fight other processes)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def relu_width_sweep(
     target: str,
     in_dim: int,
@@ -143,7 +128,7 @@ def relu_width_sweep(
         w0 = int(min(widths))
         models.append(("soc-icnn", w0, SOCICNN(in_dim, (w0,) * depth, dtype=dtype, seed=seed, **dims)))
     rows = []
-    with _single_thread_on_cpu(dev):
+    with one_thread_on_cpu(dev):
         for name, width, model in models:
             res = fit(
                 model, Xtr, ytr, Xva, yva, steps=steps, batch_size=batch_size, lr=lr,
