@@ -415,6 +415,8 @@ def test_scaling_slopes_read_the_fitted_exponents():
     })
     slopes, sentence = scaling_slopes(table)
     assert slopes["n"] == pytest.approx(-1) and slopes["d"] == pytest.approx(0, abs=1e-12)
-    assert "number of queries it falls (slope -1.00)" in sentence
+    assert "number of queries it falls (slope -1.00 over 3 sizes)" in sentence
     assert "input dimension it stays about flat" in sentence and "width it grows sublinearly" in sentence
-    assert "depth it grows faster than linearly (slope 1.50)" in sentence
+    assert "depth it grows faster than linearly (slope 1.50 over 3 sizes)" in sentence
+    bumpy = table.assign(**{"ms per query": [1.0, 3.0, 2.0] * 4})
+    assert "not monotone" in scaling_slopes(bumpy)[1]

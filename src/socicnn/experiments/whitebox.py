@@ -196,9 +196,10 @@ def scaling_slopes(scaling: pd.DataFrame) -> tuple[dict[str, float], str]:
     """Least-squares slopes of log(time per query) against log(size) per knob of an
     :func:`inference_scaling` table, and one sentence that reads them: per knob, whether the time
     per query falls (slope < -0.2), stays about flat (|slope| <= 0.2), grows sublinearly (up to
-    0.8), about linearly (0.8 to 1.2) or faster."""
-    slopes = {k: float(np.polyfit(np.log(p["value"]), np.log(p["ms per query"]), 1)[0])
-              for k, p in scaling.groupby("knob", sort=False)}
+    0.8), about linearly (0.8 to 1.2) or faster, over how many sizes, and whether the times are
+    monotone in the size (a slope through a few points that go up and down says little)."""
+    groups = {k: p.sort_values("value") for k, p in scaling.groupby("knob", sort=False)}
+    slopes = {k: float(np.polyfit(np.log(p["value"]), np.log(p["ms per query"]), 1)[0]) for k, p in groups.items()}
 
     def reading(slope: float) -> str:
         if slope < -0.2:
@@ -210,5 +211,10 @@ def scaling_slopes(scaling: pd.DataFrame) -> tuple[dict[str, float], str]:
         return "grows about linearly" if slope <= 1.2 else "grows faster than linearly"
 
     names = {"n": "the number of queries", "d": "the input dimension", "width": "the width", "depth": "the depth"}
-    parts = [f"with {names.get(k, k)} it {reading(v)} (slope {v:.2f})" for k, v in slopes.items()]
+    def shape(p: pd.DataFrame) -> str:
+        steps = np.diff(p["ms per query"].to_numpy(float))
+        return "" if (steps >= 0).all() or (steps <= 0).all() else ", not monotone"
+
+    parts = [f"with {names.get(k, k)} it {reading(v)} (slope {v:.2f} over {len(groups[k])} sizes{shape(groups[k])})"
+             for k, v in slopes.items()]
     return slopes, "time per query: " + "; ".join(parts) + "."
