@@ -93,7 +93,7 @@ def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypat
     assert load_table(out).cases() == (15, 15) and load_table(out).complete
     runs = load_table(out).meta["config"]["runs"]  # the stopped run and the one that resumed it
     assert [r["cases"] for r in runs] == [3, 12] and all(r["git_commit"] == runs[0]["git_commit"] for r in runs)
-    assert "min summed over its 2 runs" in load_table(out).describe()
+    assert "s summed over its 2 runs" in load_table(out).describe()
     calls.clear()
     ir.main(["smoke", "--out", str(out), "--resume"])  # nothing left: nothing runs
     assert calls == []

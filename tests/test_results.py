@@ -170,7 +170,7 @@ def test_run_cases_keeps_the_provenance_of_every_run_that_added_cases(tmp_path):
     assert stored.table["case"].tolist() == [1, 2, 3] and stored.cases() == (3, 3)
     runs = stored.meta["config"]["runs"]
     assert [r["cases"] for r in runs] == [2, 1] and runs[0]["git_commit"] == meta["git_commit"]
-    assert "min summed over its 2 runs" in stored.describe() and "(2 runs at commits " in stored.describe()
+    assert "s summed over its 2 runs" in stored.describe() and "(2 runs at commits " in stored.describe()
 
 
 def test_run_cases_stops_after_limit_new_cases_when_resuming(tmp_path):
@@ -259,3 +259,12 @@ def test_describe_says_when_the_version_was_not_recorded(tmp_path):
             "git_commit": "abcdef1234567"}
     assert "socicnn (version not recorded) (commit abcdef1234)" in StoredTable(
         pd.DataFrame({"a": [1]}), meta, tmp_path / "t.csv").describe()
+
+
+def test_describe_gives_short_runs_in_seconds_and_long_ones_in_minutes(tmp_path):
+    from socicnn.results import StoredTable
+
+    meta = {"profile": "paper", "device": "cpu", "hardware": "CPU", "package_version": "0", "date": "d"}
+    describe = lambda wall: StoredTable(pd.DataFrame({"a": [1]}), {**meta, "wall_time_s": wall},  # noqa: E731
+                                        tmp_path / "t.csv").describe()
+    assert describe(1.94).endswith(", 1.9 s") and describe(600.0).endswith(", 10.0 min")

@@ -249,7 +249,7 @@ class StoredTable:
 
     def describe(self) -> str:
         m = self.meta
-        wall = f", {m['wall_time_s'] / 60:.1f} min" if m.get("wall_time_s") is not None else ""
+        wall = "" if m.get("wall_time_s") is None else f", {_duration(m['wall_time_s'])}"
         runs = m.get("config", {}).get("runs") or []
         if len(runs) > 1:  # a table finished by several processes (e.g. resumed in later sessions)
             commits = ", ".join(dict.fromkeys((r.get("git_commit") or "unknown")[:10] for r in runs))
@@ -281,6 +281,10 @@ class StoredTable:
         """Whether every case of the run's profile is in the table."""
         cases = self.cases()
         return cases is None or cases[0] >= cases[1]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def _origin(record: dict) -> str:
