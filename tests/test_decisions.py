@@ -150,6 +150,9 @@ def test_the_per_case_sentence_compares_with_the_models_the_claim_is_judged_agai
     line = ds.verdict(ds.summarize_per_seed(pd.DataFrame(rows)))[0]
     assert "lowest mean regret pcf (0.1)" in line and "best other family or lpcf: lpcf (0.5)" in line
     assert line.endswith("; pcf 0.1.")
+    picnn = [*rows, dict(rows[0], model=ds.LABELS["soc_picnn"], key="soc_picnn", regret_mean=0.01)]
+    line = ds.verdict(ds.summarize_per_seed(pd.DataFrame(picnn)))[0]
+    assert line.count("SOC-ICNN (picnn)") == 1  # named once, as the lowest
 
 
 def test_a_partial_stored_table_is_summarised_with_its_seed_counts():

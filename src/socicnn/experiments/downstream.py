@@ -573,7 +573,7 @@ def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
         line = (f"{task}, d = {d}: lowest mean regret {LABELS[best]} ({g[best]:.3g}); SOC-ICNN {g['soc']:.3g}; "
                 f"best other family{' or lpcf' if 'lpcf' in g.index else ''}: {LABELS[rival]} ({rivals[rival]:.3g})")
         if "soc_picnn" in g.index:
-            line += f"; SOC-ICNN (picnn) {g['soc_picnn']:.3g}"
+            line += "" if best == "soc_picnn" else f"; SOC-ICNN (picnn) {g['soc_picnn']:.3g}"
             picnn_better += bool(g["soc_picnn"] < g["soc"])
         if "pcf" in g.index:
             line += f"; pcf {g['pcf']:.3g}"
