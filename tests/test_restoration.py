@@ -107,3 +107,4 @@ def test_reference_scores_put_the_observation_and_the_exact_optimum_on_the_same_
     assert list(ref.index) == ["observation Y", "exact optimum X*"]
     assert ref.loc["exact optimum X*", "regret"] == pytest.approx(0.0, abs=1e-12)
     assert ref.loc["exact optimum X*", "rmse_optimum"] == 0.0 and ref.loc["observation Y", "regret"] > 0
+    assert ref.loc["exact optimum X*", "psnr_optimum"] == float("inf")

@@ -492,7 +492,7 @@ def reference_versus_certified(summary: pd.DataFrame, tol: float = 0.01) -> str:
     than that, the two count as equal), and whether the two protocols rank the families alike."""
     diff = (summary.regret_mean - summary.ref_regret_exact_mean) / summary.regret_mean
     lower, equal = summary[diff > tol], summary[diff.abs() <= tol]
-    gaps = ", ".join(f"{f} {a:.3g} against {c:.3g} ({100 * (c - a) / c:.2g} % lower)" for f, a, c in
+    gaps = ", ".join(f"{f} {a:.3g} against {c:.3g} ({100 * (c - a) / c:.3g} % lower)" for f, a, c in
                      zip(lower.family, lower.ref_regret_exact_mean, lower.regret_mean, strict=True))
     ours = summary.sort_values("regret_mean").family.tolist()
     theirs = summary.sort_values("ref_regret_exact_mean").family.tolist()
