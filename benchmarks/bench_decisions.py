@@ -1,4 +1,4 @@
-"""Certified fast decisions vs Clarabel on the same lifted problems (experiment H's speed target).
+"""Certified fast decisions vs Clarabel on the same lifted problems (the downstream-decisions speed target).
 
 A picnn SOC-ICNN ``f(x, theta)`` (backbone widths ``(w, w)``, one quadratic block of rank ``d``,
 two norm blocks of ``d`` rows, context dimension 8), ``N`` contexts ``theta ~ N(0, I)``, and the

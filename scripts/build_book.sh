@@ -6,6 +6,7 @@
 # Binder must be in sync with the chapters (python scripts/make_notebooks.py rewrites them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export SOCICNN_NO_BROWSER="${SOCICNN_NO_BROWSER:-1}"  # building needs no browser (the test does)
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 python scripts/make_notebooks.py --check

@@ -10,7 +10,7 @@
 #    reference protocol on the GPU), resumed from the stored partial table when there is one and
 #    stopped after IR_SECONDS (default 0: skipped); the runner saves after every (family, seed),
 #    so a stopped run keeps what finished (OUT_DIR/image_restoration.csv);
-# 3. experiment G's full grid (every ladder configuration, d = 5, 10, 20, 50, ten targets, three
+# 3. the function-approximation chapter's full grid (every ladder configuration, d = 5, 10, 20, 50, ten targets, three
 #    seeds, both long-budget configurations also at twice the steps), stopped after G_SECONDS
 #    (default 380; 0 skips it); the runner rewrites its tables after every finished job and lists
 #    the pending ones in their provenance, so a stopped run stores only what finished;
@@ -19,7 +19,7 @@
 #
 # Everything printed also goes to OUT_DIR/log.txt; G's tables go to OUT_DIR/g/.
 set -uo pipefail
-out=${1:?usage: scripts/paper_gpu.sh OUT_DIR [G_SECONDS]}
+out=${1:?usage: scripts/paper_gpu.sh OUT_DIR [G_SECONDS] [IR_SECONDS]}
 g_seconds=${2:-380}
 ir_seconds=${3:-0}
 stored=src/socicnn/data/results
@@ -38,7 +38,7 @@ export PYTHONUNBUFFERED=1
     echo "image restoration exit status $?"
   fi
   if [ "$g_seconds" -gt 0 ]; then
-    echo "== 3. experiment G, full grid (stopped after ${g_seconds} s)"
+    echo "== 3. function approximation, full grid (stopped after ${g_seconds} s)"
     timeout -k 5 "$g_seconds" python3 -m socicnn.experiments.function_approximation --profile paper \
       --device cuda --workers 8 --double "long budget" "library defaults" --out "$out/g"
     echo "G exit status $?"

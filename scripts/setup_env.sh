@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create or update the project's virtualenv (.venv) with everything the book and tests need.
-# Sourced by build_book.sh and test.sh. Needs only Python >= 3.10 (3.11 recommended).
+# Sourced by build_book.sh and test.sh. Needs Python >= 3.11 and npm (MathJax); the browser test
+# also needs apt (with sudo unless run as root) to install chromium, unless it is on the PATH.
 #   PYTHON      interpreter used to create the venv (default: python3)
 #   TORCH_SPEC  the PyTorch requirement (default: torch==2.13.0, a CPU build here; for a CUDA
 #               build install torch from the PyTorch index first, see README "GPU")

@@ -33,6 +33,17 @@ def test_list_shows_every_chapter_with_its_profile_sizes(capsys):
     assert "paper dict(d=100, hidden=(256,) * 6, quad_dims=(24,), norm_dims=(24,), seeds=5, inputs=30)" in out
 
 
+def test_list_prefers_the_pick_of_sizes_then_of_descriptions(tmp_path):
+    chapter = tmp_path / "c.md"
+    cell = "```{code-cell} ipython3\n%s\n```\n"
+    chapter.write_text(cell % "LIFT = ctx.pick(smoke=4, book=5, paper=5)"
+                       + cell % 'print(ctx.pick(smoke="tiny", book="small", paper="full"))')
+    assert cli.profile_sizes(chapter) == {"smoke": "'tiny'", "book": "'small'", "paper": "'full'"}
+    sizes = "SIZES = ctx.pick(smoke=dict(n=1), book=dict(n=2), paper=dict(n=3))"
+    chapter.write_text(chapter.read_text() + cell % sizes)
+    assert cli.profile_sizes(chapter)["paper"] == "dict(n=3)"
+
+
 def test_bad_arguments_get_one_line_and_status_2(capsys, tmp_path):
     _usage_error(capsys, ["list", "--book", str(tmp_path)], "no _toc.yml")
     _usage_error(capsys, ["run", "no_such_chapter", "--book", str(ROOT)], "unknown chapter 'no_such_chapter'")

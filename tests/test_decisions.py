@@ -1,5 +1,5 @@
 """Downstream decisions: the exact one-problem decision SOCP, the certified fast method beside it,
-and the six tasks of experiment H (deterministic templates, exact optima)."""
+and the six tasks of the downstream-decisions experiment (deterministic templates, exact optima)."""
 
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ def test_auto_solver_solves_here():
 def test_mosek_without_licence_says_how_to_fix(monkeypatch):
     usable, reason = sc.solvers.mosek_status()
     if usable:  # this machine has MOSEK: simulate one without it
-        reason = "MOSEK is not installed: pip install 'socicnn[mosek]' (or pip install mosek)"
+        reason = ("MOSEK is not installed: pip install mosek "
+                  "(or the mosek extra, pip install -e '.[mosek]' in a checkout)")
         monkeypatch.setattr(sc.solvers, "mosek_status", lambda: (False, reason))
     else:  # the real reason says how to fix it
         assert "pip install" in reason or "licence" in reason

@@ -73,16 +73,31 @@ def _code(chapter_md: Path) -> str:
     return "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n" + header + r"(.*?)```", text, re.S))
 
 
+def _pick_kind(node: ast.Call) -> int:
+    """0 for a ``pick`` of size dicts, 1 for one of descriptions (strings), 2 otherwise."""
+    values = [kw.value for kw in node.keywords if kw.arg in PROFILES]
+    if values and all(isinstance(v, ast.Dict) or (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                                                  and v.func.id == "dict") for v in values):
+        return 0
+    if values and all(isinstance(v, ast.Constant) and isinstance(v.value, str) for v in values):
+        return 1
+    return 2
+
+
 def profile_sizes(chapter_md: Path) -> dict[str, str]:
-    """The first ``ctx.pick(smoke=..., book=..., paper=...)`` of a chapter, as source text."""
+    """A chapter's ``ctx.pick(smoke=..., book=..., paper=...)`` that says what each profile runs, as
+    source text: the first in the source whose values are dicts of sizes, else the first whose
+    values are descriptions, else the first."""
     try:
         tree = ast.parse(_code(chapter_md))
     except SyntaxError:
         return {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
-            return {kw.arg: ast.unparse(kw.value) for kw in node.keywords if kw.arg in PROFILES}
-    return {}
+    picks = [n for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "pick"]
+    if not picks:
+        return {}
+    best = min(picks, key=lambda n: (_pick_kind(n), n.lineno, n.col_offset))
+    return {kw.arg: ast.unparse(kw.value) for kw in best.keywords if kw.arg in PROFILES}
 
 
 def resolve_chapters(book: Path, names: list[str]) -> list[str]:
@@ -120,7 +135,7 @@ def _check_run_args(args) -> None:
         import papermill  # noqa: F401
     except ImportError as exc:
         raise UsageError(f"running chapters needs the book extra ({exc.name} is missing): "
-                         "pip install 'socicnn[book]'") from None
+                         "pip install -e '.[book]' in a checkout") from None
 
 
 def _marker(out: Path, chapter: str) -> Path:

@@ -96,6 +96,7 @@ class ConvQuadraticBlock(SmoothBlock):
         return self.conv.apply(x, self.e)  # the block's own offsets: one per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's value ``(alpha/2) ||B * X + e||^2`` per row of flattened images ``x``."""
         q = self._q(x)
         return 0.5 * self.alpha * torch.linalg.vecdot(q, q)
 
@@ -248,7 +249,7 @@ class ConvGroupedNormBlock(ConvexBlock):
 
     @property
     def lam(self) -> torch.Tensor:
-        """``lam >= 0``: ``(G,)`` shared or ``(N, G)`` per row."""
+        """The weights ``lam >= 0`` of the groups, ``(G,)`` shared or ``(N, G)`` per row."""
         return self.data("lam")
 
     # -------------------------------------------------------------- cone layout
@@ -273,6 +274,7 @@ class ConvGroupedNormBlock(ConvexBlock):
         return self.conv.apply(x, self.d)  # the block's own offsets: one per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's value, the weighted sum of its cones' norms, per row of flattened images ``x``."""
         norms = _cone_norms(self._cones(self._u(x)))
         return (self._lam_cones(norms) * norms).sum((-2, -1))
 

@@ -63,7 +63,7 @@ class GroupedNormBase(ConvexBlock, abstract=True):
 
     @property
     def lam(self) -> torch.Tensor:
-        """``lam >= 0``: shared ``()``, or ``(N,)`` when bound per row."""
+        """The weight ``lam >= 0``, shared ``()`` or ``(N,)`` when bound per row."""
         return self.data("lam")
 
     def _lam_col(self, like: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ def _skimage():
         import skimage.io
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "the bundled images need scikit-image: pip install 'socicnn[book]' (or scikit-image)"
+            "the bundled images need scikit-image: pip install scikit-image "
+            "(or the book extra, pip install -e '.[book]' in a checkout)"
         ) from exc
     return skimage
 

@@ -2,7 +2,7 @@
 
 A ReLU-ICNN becomes an LP and an SOC-ICNN an SOCP, assembled block by block (each block says
 its variables, cones and objective term). The input ``x`` and every block datum (offsets and
-scalings, e.g. a context's) are ``cp.Parameter``s, so a :class:`LiftedProblem` is compiled once
+scalings, e.g. a context's) are CVXPY parameters, so a :class:`LiftedProblem` is compiled once
 and re-solved for many inputs and contexts. Solver duals come back in the model's own
 convention (``nu >= 0``, ``p = alpha q``, ``r``), so they can be compared with the closed-form
 multipliers of :mod:`socicnn.readout`.

@@ -47,7 +47,7 @@ class BlockModel(nn.Module):
 
     @property
     def rows(self) -> int | None:
-        """Number of rows of per-row data (``None``: the model is one function of ``x``)."""
+        """The number of rows of per-row data, or ``None`` when the model is one function of ``x``."""
         return None
 
     def select(self, index: torch.Tensor) -> BlockModel:
@@ -80,6 +80,7 @@ class BlockModel(nn.Module):
         return x2, vector
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)``: ``(N, d)`` to ``(N,)`` (a single ``(d,)`` input gives a scalar), the sum of the blocks."""
         x2, vector = self.check_input(x)
         out = None
         for block in self.blocks():
@@ -365,7 +366,9 @@ class SOCICNN(BlockModel):
 class ReLUICNN(SOCICNN):
     """ReLU-ICNN: an SOC-ICNN without quadratic or norm blocks (an LP value function).
 
-    Args: as :class:`SOCICNN`, without blocks.
+    Args: as :class:`SOCICNN`, without blocks: ``quad_dims`` and ``norm_dims`` are accepted only
+    empty (so that code building every family with the same keywords works), and anything else
+    raises ``ValueError``.
     """
 
     def __init__(

@@ -19,7 +19,8 @@ def mosek_status() -> tuple[bool, str]:
     try:
         import mosek
     except ImportError:
-        return False, "MOSEK is not installed: pip install 'socicnn[mosek]' (or pip install mosek)"
+        return False, ("MOSEK is not installed: pip install mosek "
+                       "(or the mosek extra, pip install -e '.[mosek]' in a checkout)")
     if "MOSEK" not in cp.installed_solvers():
         return False, "MOSEK is installed but CVXPY does not see it; reinstall mosek and cvxpy"
     try:

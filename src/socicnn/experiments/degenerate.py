@@ -1,4 +1,4 @@
-"""Degenerate inputs and set-valued geometry (the book's experiment E).
+"""Degenerate inputs and set-valued geometry (the chapter 'Degenerate inputs'; paper B).
 
 At a point ``x0`` where a ReLU unit has ``a = 0`` or a norm block has ``u = 0`` the model is
 not differentiable and its subdifferential ``∂f(x0) = G(D*(x0))`` is a set. The checks:
@@ -144,7 +144,7 @@ def check_degenerate_point(
     fd_step: float = 1e-7,
     seed: int = 0,
 ) -> DegenerateReport:
-    """Run checks (a)-(d) of experiment E at ``x0`` ``(d,)`` (see the module docstring).
+    """Run checks (a)-(d) of the chapter at ``x0`` ``(d,)`` (see the module docstring).
 
     Directions are uniform on the unit sphere; support points are ``y = x0 + rho s`` with
     ``s`` on the sphere and ``rho`` log-uniform in ``[1e-6, 10]``.

@@ -1,4 +1,4 @@
-"""Experiment H: learn ``f(x, theta)`` from sampled values, decide, score on the true objective.
+"""Downstream decisions (paper A, experiment 3): learn ``f(x, theta)``, decide, score on the true objective.
 
 For each task of :mod:`.decision_tasks`, decision dimension ``d`` and seed: train every model of
 the comparison on the training candidates (``theta`` and ``y`` standardised with training
@@ -76,7 +76,7 @@ LPCF_BOOK = (100, 300)  # lpcf's Adam and L-BFGS-B iterations at the book profil
 
 @dataclass(frozen=True)
 class DownstreamConfig:
-    """Sizes of one run of experiment H."""
+    """Sizes of one run of the downstream-decisions experiment."""
 
     profile: str
     dims: tuple[int, ...]
@@ -595,11 +595,12 @@ def main(argv: list[str] | None = None) -> None:
     skips the cases an earlier run of the same profile saved at ``--out``. A second process can
     take later cases (``--skip N --out part.csv``), ``--limit K`` stops a process after ``K`` new
     cases, and ``--merge A.csv B.csv`` then joins the parts."""
-    from ..results import merge_case_tables, run_cases, stored_dir
+    from ..results import merge_case_tables, output_dir, run_cases
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=("smoke", "book", "paper"))
-    ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
+    ap.add_argument("--out", default=None, help="CSV path (default: downstream_decisions.csv in ./results-local "
+                    "or $SOCICNN_OUT; pass the stored-results path to add to the tables shipped with the package)")
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
     ap.add_argument("--skip", type=int, default=0, metavar="N",
                     help="leave out the first N cases (a second process working on later ones)")
@@ -612,7 +613,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--skip must be >= 0, got {args.skip}")
     if args.limit is not None and args.limit < 1:
         ap.error(f"--limit must be >= 1, got {args.limit}")
-    out = args.out or stored_dir() / "downstream_decisions.csv"
+    out = args.out or output_dir() / "downstream_decisions.csv"
     if args.merge:
         try:
             print(f"merged into {merge_case_tables(args.merge, out, _merge_checks)}")

@@ -1,4 +1,4 @@
-"""LP-ICNN equivalence and expressivity (the book's experiment B).
+"""LP-ICNN equivalence and expressivity (the chapter 'ReLU-ICNNs are LP value functions').
 
 - :func:`affine_pieces` / :func:`piece_values`: a ReLU-ICNN is the maximum of the affine
   functions ``x -> dual objective at nu``, one per vertex ``nu`` of its dual polytope that is

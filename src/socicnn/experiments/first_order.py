@@ -1,4 +1,4 @@
-"""First-order readout: supporting slopes from optimal duals (the book's experiment C).
+"""First-order readout: supporting slopes from optimal duals (the chapter 'First-order readout'; paper B).
 
 The readout gradient ``G(nu, p, r)`` of :func:`socicnn.readout.readout` is compared, input by
 input, with three witnesses: autograd (which shares the ``relu'(0) = 0`` convention, so it is not
@@ -95,7 +95,7 @@ def run_first_order(
     device: torch.device | str = "cpu",
     timing_run_time: float = 0.1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Experiment C over ``n_models`` random models (passthrough alternating on/off).
+    """The first-order check over ``n_models`` random models (passthrough alternating on/off).
 
     Returns ``(per_input, per_model)``: the rows of :func:`compare_gradients` with a ``model``
     column, and per model the worst errors on retained inputs, the retained fraction and the

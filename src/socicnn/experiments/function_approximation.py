@@ -595,9 +595,10 @@ def main(argv: list[str] | None = None) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from ..results import RESULTS_DIR, save_table
+    from ..results import output_dir, save_table
 
-    parser = argparse.ArgumentParser(description="Experiment G: the reference run and the ladder")
+    parser = argparse.ArgumentParser(
+        description="Function approximation (paper A, experiment 2): the reference run and the ladder")
     parser.add_argument("--profile", default="paper", choices=["smoke", "book", "paper"])
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dims", type=int, nargs="*", default=None, help="dims of every configuration")
@@ -608,8 +609,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--double", nargs="*", default=(), metavar="CONFIG",
                         help="also run these configurations with twice the steps (the convergence check)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS_DIR))
+    parser.add_argument("--out", default=None,
+                        help="directory for the tables (default: ./results-local or $SOCICNN_OUT; pass the "
+                             "stored-results directory to replace the tables shipped with the package)")
     args = parser.parse_args(argv)
+    args.out = str(output_dir()) if args.out is None else args.out
     ladder = ladder_for(args.profile)
     names = [c.name for c in ladder]
     if set(args.double) - set(names):

@@ -1,4 +1,4 @@
-"""Image restoration with convolutional SOC-ICNNs (the book's experiment I).
+"""Image restoration with convolutional SOC-ICNNs (paper A, appendix).
 
 Offline patches (:mod:`socicnn.images`) are corrupted (:mod:`socicnn.restoration`); the five
 parameter-matched Conv families are trained as energies on 16 candidates per training image
@@ -406,12 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from functools import cache
 
-    from ..results import run_cases, stored_dir
+    from ..results import output_dir, run_cases
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=tuple(PROFILES))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None, help="CSV path (default: the stored-results location)")
+    ap.add_argument("--out", default=None, help="CSV path (default: image_restoration.csv in ./results-local or "
+                    "$SOCICNN_OUT; pass the stored-results path to add to the tables shipped with the package)")
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
     args = ap.parse_args(argv)
     cfg = PROFILES[args.profile]
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         return pd.DataFrame(res["rows"]), res["summary"]
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    run_cases(args.out or stored_dir() / "image_restoration.csv", [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES],
+    run_cases(args.out or output_dir() / "image_restoration.csv", [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES],
               run_one, profile=args.profile, device=args.device, resume=args.resume, **config)  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Local Hessians from the readout (the book's experiment D).
+"""Local Hessians from the readout (the chapter 'Local Hessians'; paper B).
 
 Away from ties the backbone is locally affine, so the Hessian is that of the quadratic and norm
 blocks alone. Checked against the autograd Hessian (``torch.func``), for positive

@@ -11,7 +11,7 @@ trained function to CVXPY (``PCF.tocvxpy``), which is how the decisions here are
 ``x_i = argmin_{x in C} f(x, theta_i)`` is that expression plus the set's constraints, solved by
 Clarabel, status checked and gap bounded per instance as for :func:`socicnn.decisions.decide`.
 
-``lpcf`` is an optional extra (``pip install socicnn[lpcf]``); it is imported only when a
+``lpcf`` is an optional extra (``pip install -e '.[lpcf]'`` in a checkout); it is imported only when a
 function here needs it, so ``socicnn`` itself imports without JAX. Importing it switches JAX to
 64-bit arithmetic on the CPU (``lpcf`` does so itself).
 """
@@ -39,7 +39,8 @@ __all__ = [
     "require",
 ]
 
-INSTALL_HINT = "lpcf is not installed: install the extra: pip install socicnn[lpcf]"
+INSTALL_HINT = ("lpcf is not installed: pip install lpcf==0.1.1 "
+                "(or the lpcf extra, pip install -e '.[lpcf]' in a checkout)")
 
 
 def _pcf_class():

@@ -1,4 +1,4 @@
-"""Value-function equivalence: forward pass vs the lifted LP/SOCP (the book's experiment A).
+"""Value-function equivalence: forward pass vs the lifted LP/SOCP (paper A, experiment 1).
 
 A model's closed-form forward value and canonical multipliers (:mod:`socicnn.readout`) are
 compared, input by input, with the optimal value and the dual variables that an external conic
@@ -134,7 +134,7 @@ def run_value_equivalence(
     device: torch.device | str = "cpu",
     **solver_options,
 ) -> pd.DataFrame:
-    """Experiment A: random untrained models, inputs ``x ~ N(0, I)``, forward vs solver.
+    """Paper A, experiment 1: random untrained models, inputs ``x ~ N(0, I)``, forward vs solver.
 
     For each passthrough setting and seed, builds ``SOCICNN(in_dim, hidden, quad_dims,
     norm_dims, passthrough, seed=seed)`` and draws ``n_inputs`` inputs from a generator seeded

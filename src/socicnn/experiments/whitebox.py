@@ -1,4 +1,4 @@
-"""White-box inference tutorial (the book's experiment F): every method against the exact SOCP.
+"""White-box inference tutorial (paper B): every method against the exact SOCP.
 
 ``min_x f(x) + (beta/2)||x - y||^2`` on a random SOC-ICNN (d = 10, width 32, depth 3, one
 quadratic block of dim 8, two norm blocks of dim 8), queries ``y ~ N(0, I)``, start at

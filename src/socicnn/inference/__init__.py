@@ -4,7 +4,8 @@
 ``prox`` solves a batch of queries with readout-based first- and second-order methods (the
 ``"newton"`` method steps onto the optimal face when the optimum sits on ReLU kinks), autograd
 and L-BFGS baselines, or the exact lifted SOCP. Constraint sets: :class:`Box`, :class:`Simplex`,
-:class:`Budget` (exact projections in :mod:`.projections`) or a CVXPY callable.
+:class:`Budget` (exact projections: :func:`project_box`, :func:`project_simplex`,
+:func:`project_budget`) or a CVXPY callable.
 """
 
 from .constraints import Box, Budget, Constraint, CvxpyConstraint, Simplex
@@ -13,7 +14,7 @@ from .minimize import MinimizeResult, certified_lower_bound, minimize
 from .newton import certified_gap_bound, certified_subgradient_norm
 from .projections import project_box, project_budget, project_simplex
 from .prox import METHODS, ProxResult, prox
-from .socp import ProxSOCP, SOCPSolution
+from .socp import InfeasibleConstraintError, ProxSOCP, SOCPSolution
 
 __all__ = [
     "METHODS",
@@ -22,6 +23,7 @@ __all__ = [
     "Budget",
     "Constraint",
     "CvxpyConstraint",
+    "InfeasibleConstraintError",
     "ProxResult",
     "ProxSOCP",
     "SOCPSolution",

@@ -135,9 +135,10 @@ def minimize(
         A :class:`MinimizeResult` (no autograd history).
 
     Raises:
-        TypeError: wrong argument types; ValueError: an unbounded or empty set, a CVXPY callable
-            (use :func:`~socicnn.inference.prox` with ``method="socp"`` for those), ``x0`` of the
-            wrong shape or non-finite, non-positive tolerances.
+        TypeError: wrong argument types.
+        ValueError: an unbounded or empty set, a CVXPY callable (use
+            :func:`~socicnn.inference.prox` with ``method="socp"`` for those), ``x0`` of the wrong
+            shape or non-finite, non-positive tolerances.
     """
     check_model(model)
     cons = as_constraint(constraint)
