@@ -88,13 +88,13 @@ def test_decide_names_bad_contexts(fitted):
 def test_missing_extra_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpcf", None)
     monkeypatch.setitem(sys.modules, "lpcf.pcf", None)
-    with pytest.raises(ImportError, match=r"pip install socicnn\[lpcf\]"):
+    with pytest.raises(ImportError, match=r"pip install lpcf==0.1.1"):
         lb.require()
     _, x, th, y = _data(4, 4)
-    with pytest.raises(ImportError, match=r"pip install socicnn\[lpcf\]"):
+    with pytest.raises(ImportError, match=r"pip install lpcf==0.1.1"):
         lb.fit_lpcf(x, th, y, WIDTHS, WIDTHS_PSI, seed=0)
     cfg = ds.config_for("smoke")
-    with pytest.raises(ImportError, match=r"pip install socicnn\[lpcf\]"):
+    with pytest.raises(ImportError, match=r"pip install lpcf==0.1.1"):
         ds.run_case(cfg, cfg.tasks[0], cfg.dims[0], cfg.seeds[0])
 
 
