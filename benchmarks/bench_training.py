@@ -1,4 +1,4 @@
-"""Optimiser steps per second: the batched trainer against one model at a time (the function-approximation grid's sizes).
+"""Optimiser steps per second: the batched trainer against one model at a time (function-approximation sizes).
 
 For each dimension of the function-approximation grid (d = 5, 10, 20, 50 with the SOC widths
 16/20/24/32) and each of the five parameter-matched families (the reference
