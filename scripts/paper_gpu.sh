@@ -41,8 +41,7 @@ export PYTHONUNBUFFERED=1
     echo "== 3. function approximation, full grid (stopped after ${g_seconds} s)"
     timeout -k 5 "$g_seconds" python3 -m socicnn.experiments.function_approximation --profile paper \
       --device cuda --workers 8 --double "long budget" "library defaults" --out "$out/g"
-    echo "G exit status $?"
-    pkill -f multiprocessing.spawn; sleep 2  # workers of a stopped run, so they do not share the GPU below
+    echo "G exit status $?"  # timeout signals its whole process group: the spawned workers stop too
   fi
   echo "== 4. benchmarks"
   timeout 70 python3 benchmarks/bench_training.py --device cuda --steps 10
