@@ -11,6 +11,7 @@ import torch
 import socicnn as sc
 from socicnn.inference import Box, Budget, Simplex, minimize
 from socicnn.lifting import epigraph
+from socicnn.solvers import solve_with_retries
 
 F64 = torch.float64
 D = 6
@@ -21,8 +22,7 @@ def exact_minimum(model, cons, row=None) -> float:
     x = cp.Variable(model.in_dim)
     expr, constraints = epigraph(model, x, row)
     prob = cp.Problem(cp.Minimize(expr), constraints + cons.cvxpy(x))
-    prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    assert prob.status == "optimal"
+    assert solve_with_retries(prob, cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10) == "optimal"
     return float(prob.value)
 
 

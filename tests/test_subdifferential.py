@@ -66,7 +66,12 @@ def test_default_tie_tolerance_catches_ties_off_by_rounding(deep):
     assert float((sc.readout.directional_derivative(model, X0, D, tol=0.0) - one_sided).abs().max()) > 0.1
     g = min_norm_subgradient(model, x0)
     torch.testing.assert_close(g, min_norm_subgradient(model, x0, tol=TOL), rtol=0, atol=1e-6)
-    assert float(g.norm()) < float(min_norm_subgradient(model, x0, tol=0.0).norm()) - 1e-3
+    # tol=0 sees fewer ties, hence a smaller dual set: its minimum-norm point is another
+    # subgradient, no shorter, and (missing the kink) a different one. How much longer it is
+    # depends on the rounding of the planted ties (CPU-dependent), so only the distance is bounded.
+    g0 = min_norm_subgradient(model, x0, tol=0.0)
+    assert float(g.norm()) <= float(g0.norm()) + 1e-6
+    assert float((g - g0).norm()) > 1e-2
 
 
 def test_sampled_duals_are_optimal_and_bounded(deep):

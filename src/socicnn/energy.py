@@ -26,7 +26,7 @@ from torch import nn
 from . import lifting, readout
 from .ground_truth import box_gap_bound
 from .inference import Box, certified_lower_bound
-from .solvers import resolve_solver
+from .solvers import resolve_solver, solve_with_retries
 from .train import FitResult, fit
 
 __all__ = ["ExactBoxSolution", "ExactBoxSolve", "box_gap_bounds", "certified_gap", "fit_energy"]
@@ -155,7 +155,7 @@ class ExactBoxSolve:
         try:
             with warnings.catch_warnings():  # the status below says what the warning would
                 warnings.simplefilter("ignore", UserWarning)
-                self.problem.solve(solver=self.solver, **solver_options)
+                solve_with_retries(self.problem, self.solver, **solver_options)
         except cp.error.SolverError as exc:
             raise lifting.LiftingError(f"{self.solver} failed on the box problem (row {row}): {exc}") from exc
         elapsed = time.perf_counter() - t0

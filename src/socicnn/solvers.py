@@ -6,7 +6,8 @@ import functools
 
 import cvxpy as cp
 
-__all__ = ["SolverUnavailableError", "available_solvers", "mosek_status", "resolve_solver"]
+__all__ = ["CLARABEL_RETRY_SETTINGS", "SolverUnavailableError", "available_solvers", "mosek_status", "resolve_solver",
+           "solve_with_retries"]
 
 
 class SolverUnavailableError(RuntimeError):
@@ -64,3 +65,22 @@ def resolve_solver(solver: str) -> str:
     elif name not in cp.installed_solvers():
         raise SolverUnavailableError(f"solver {name} is not installed (pip install {name.lower()})")
     return name
+
+
+# Clarabel settings tried in turn when a solve ends without an ``optimal`` status (interior-point
+# methods can stall near a cone's apex or an exponential cone's boundary, and whether they do
+# depends on the machine's rounding): a stronger static regularisation, then no equilibration.
+CLARABEL_RETRY_SETTINGS = ({"static_regularization_constant": 1e-7}, {"equilibrate_enable": False})
+
+
+def solve_with_retries(problem: cp.Problem, solver: str, **solver_options) -> str:
+    """``problem.solve(solver=solver, **solver_options)``; with Clarabel, a solve whose status is
+    not ``optimal`` is repeated with each of ``CLARABEL_RETRY_SETTINGS`` added until one is.
+    Returns the final status (the caller decides what it accepts)."""
+    retries = CLARABEL_RETRY_SETTINGS if solver == cp.CLARABEL else ()
+    for extra in ({}, *retries):
+        problem.solve(solver=solver, **{**solver_options, **extra})
+        if problem.status == cp.OPTIMAL:
+            break
+    return problem.status
+

@@ -37,12 +37,12 @@ import torch.nn.functional as F
 
 from .._checks import check_choice
 from ..inference import Box, Budget, Constraint, Simplex
+from ..solvers import solve_with_retries
 
 __all__ = [
     "BASE_SEED",
     "CERTIFIED_TOL",
     "CONTEXT_DIM",
-    "RETRY_SETTINGS",
     "TASKS",
     "DecisionTask",
     "Split",
@@ -64,10 +64,6 @@ TASKS = {
 QUAD_SCALE = {"socp": 1.0, "socp_two": 1.0, "logistic": 0.35, "logsumexp": 0.35, "huber": 0.25}
 HUBER_DELTA = 0.35
 F64 = torch.float64
-# Clarabel settings tried in turn when a solve ends without an ``optimal`` status (interior-point
-# methods can stall near a cone's apex or an exponential cone's boundary): a stronger static
-# regularisation, then no equilibration.
-RETRY_SETTINGS = ({"static_regularization_constant": 1e-7}, {"equilibrate_enable": False})
 # The largest certified relative gap (f(x*) - lower bound) / max(1, |f(x*)|) accepted for x*.
 CERTIFIED_TOL = 1e-7
 
@@ -190,7 +186,7 @@ class DecisionTask:
         :meth:`certified_gap`.
 
         Clarabel solves the compiled problem; a context whose status is not ``optimal`` is
-        re-solved with the settings of ``RETRY_SETTINGS`` in turn. Raises ``RuntimeError`` when the
+        re-solved with other settings (:func:`socicnn.solvers.solve_with_retries`). Raises ``RuntimeError`` when the
         final status is neither ``optimal`` nor ``optimal_inaccurate``, when the solver's value and
         the PyTorch objective disagree beyond ``1e-6`` relative, or when the certified gap exceeds
         ``CERTIFIED_TOL`` (so an ``optimal_inaccurate`` solve is kept only when certified)."""
@@ -205,12 +201,9 @@ class DecisionTask:
             weight.value = data["weight"][i].numpy()
             for p, sh in zip(shifts, data["shifts"], strict=True):
                 p.value = sh[i].numpy()
-            for settings in ({}, *RETRY_SETTINGS):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # an inaccurate status is handled below
-                    problem.solve(solver=cp.CLARABEL, **settings)
-                if problem.status == cp.OPTIMAL:
-                    break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an inaccurate status is handled below
+                solve_with_retries(problem, cp.CLARABEL)
             if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
                 raise RuntimeError(
                     f"{self.name} (d={self.dim}): the exact solve of context {i} returned {problem.status!r}"
