@@ -118,7 +118,6 @@ def test_readout_of_at_context_equals_autograd(activation):
     torch.testing.assert_close(sc.readout.directional_derivative(model, x, v), (grad * v).sum(1), rtol=0, atol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp internals
 @pytest.mark.parametrize("activation", ["relu", "softplus"])
 def test_torch_func_transforms_equal_the_readout(activation):
     # vmap, grad, jacrev and hessian (forward over reverse mode) through the exact cone norms,

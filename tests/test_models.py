@@ -159,7 +159,6 @@ def test_num_parameters_counts_raw_parameters():
 # ----------------------------------------------------------------- torch.func
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp internals
 @pytest.mark.parametrize("activation", ["relu", "softplus"])
 def test_torch_func_transforms(activation):
     model = sc.SOCICNN(D, (6, 6), quad_dims=(2,), norm_dims=(2,), activation=activation, dtype=F64, seed=6)

@@ -79,7 +79,6 @@ def test_shapes_contexts_and_readout_equal_autograd(activation):
     torch.testing.assert_close(dd, (grad * w).sum(-1), rtol=0, atol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's jvp internals
 def test_torch_func_transforms_equal_the_readout():
     model = small("softplus")
     U, R = data(3, 5)
