@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import time
@@ -33,8 +32,9 @@ def notebook_chapters() -> list[Path]:
     """The chapters of ``_toc.yml``, in its order, that the build treats as notebooks."""
     from myst_nb.core.read import is_myst_markdown_notebook
 
-    names = re.findall(r"(?:file|root):\s*([^\s#]+)", (ROOT / "_toc.yml").read_text())
-    paths = [ROOT / f"{name}.md" for name in names]
+    from socicnn.cli import toc_chapters
+
+    paths = [ROOT / f"{name}.md" for name in toc_chapters(ROOT)]
     return [p for p in paths if is_myst_markdown_notebook(p.read_text(encoding="utf8"))]
 
 

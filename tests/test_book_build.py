@@ -8,12 +8,13 @@ time), and a failing cell must still fail the build.
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from socicnn.cli import toc_chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +37,7 @@ def test_every_notebook_chapter_is_executed_and_read_as_the_build_reads_it(tmp_p
 
     script = _script()
     chapters = script.notebook_chapters()
-    toc = re.findall(r"(?:file|root):\s*([^\s#]+)", (ROOT / "_toc.yml").read_text())
-    with_kernel = [name for name in toc if "kernelspec:" in (ROOT / f"{name}.md").read_text()]
+    with_kernel = [name for name in toc_chapters(ROOT) if "kernelspec:" in (ROOT / f"{name}.md").read_text()]
     assert [p.relative_to(ROOT).with_suffix("").as_posix() for p in chapters] == with_kernel
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
