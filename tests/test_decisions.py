@@ -215,6 +215,35 @@ def test_a_partial_stored_table_is_summarised_with_its_seed_counts():
     assert "holds only in part on the 3 of 54 cases stored" in lines[-2]
 
 
+def test_a_table_stored_model_by_model_is_judged_on_the_cases_it_holds_whole():
+    # A stopped model-by-model run: t0 complete with lpcf on one seed of two, t1 holds ReLU only so far.
+    from socicnn.experiments.claims import decision_quality
+
+    rows = []
+    for task, models in (("t0", ("soc", "relu", "soc_picnn", "lpcf")), ("t1", ("relu",))):
+        for seed in (0, 1):
+            for key in models:
+                if key != "lpcf" or seed == 0:
+                    rows.append(dict(task=task, dim=10, model=ds.LABELS[key], key=key, protocol="exact", seed=seed,
+                                     instances=200, params=100, rel_l2=0.1, train_time=1.0,
+                                     regret_mean={"soc": 1.0, "relu": 2.0, "soc_picnn": 0.5, "lpcf": 3.0}[key]))
+    ps = pd.DataFrame(rows)
+    counts = ds.seed_counts(ps)
+    assert counts.loc[("t0", 10), "lpcf"] == 1 and counts.loc[("t0", 10), "SOC-ICNN"] == 2
+    assert counts.loc[("t1", 10), "ReLU-ICNN"] == 2 and counts.loc[("t1", 10), "SOC-ICNN"] == 0
+    ev = decision_quality(ps)
+    assert ev.outcome == "holds" and "in 1 of 1 (task, d) cases" in ev.measured
+    assert decision_quality(ps[ps["task"] == "t1"]).outcome is None
+    summary = ds.summarize_per_seed(ps)
+    lines = ds.verdict(summary, "on the 13 of 432 cases stored")
+    assert lines[1] == "t1, d = 10: not compared (the table holds only ReLU-ICNN)."
+    assert "holds on the 13 of 432 cases stored" in lines[2] and "in 1 of 1 cases" in lines[3]
+    table, sentences = ds.lpcf_comparison(summary)
+    assert list(table["task"]) == ["t0"] and len(sentences) == 1
+    none = ds.verdict(ds.summarize_per_seed(ps[ps["task"] == "t1"]))
+    assert "cannot be judged" in none[-1]
+
+
 def test_exact_decisions_hand_uncertified_solves_to_the_certified_fast_method():
     # Clarabel stopped after 3 iterations certifies nothing: every instance is decided again by
     # the fast method, certified, and agrees with a full conic solve; a full solve needs no help.
@@ -235,3 +264,28 @@ def test_paper_runner_rejects_bad_case_ranges(argv, message, capsys):
     with pytest.raises(SystemExit):
         ds.main(["smoke", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_paper_runner_takes_every_model_but_lpcf_over_the_grid_first():
+    cfg = ds.config_for("paper")
+    todo = ds.model_cases(cfg)
+    assert len(todo) == len(set(todo)) == len(ds.cases(cfg)) * len(ds.MODELS)
+    first = [key == "lpcf" for *_, key in todo].index(True)
+    assert all(key == "lpcf" for *_, key in todo[first:])
+    assert [case[:3] for case in todo[first:]] == ds.cases(cfg)  # smallest d first, as the families
+    grid = [case[:3] for case in todo[:first]]
+    assert grid == [case for case in ds.cases(cfg) for _ in ds.FAMILIES]  # one (task, d, seed)'s models together
+
+
+def test_paper_runner_stores_and_resumes_model_by_model(tmp_path, capsys):
+    from socicnn.results import load_table
+
+    out = tmp_path / "decisions.csv"
+    ds.main(["smoke", "--out", str(out), "--limit", "2"])
+    ds.main(["smoke", "--out", str(out), "--resume", "--limit", "1"])
+    stored = load_table(out)
+    todo = ds.model_cases(ds.config_for("smoke"))
+    assert [tuple(c) for c in stored.meta["config"]["cases_done"]] == todo[:3]
+    assert stored.cases() == (3, len(todo))
+    assert list(dict.fromkeys(stored.table["key"])) == [key for *_, key in todo[:3]]
+    assert "resuming: 2 of" in capsys.readouterr().out

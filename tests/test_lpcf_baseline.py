@@ -1,12 +1,15 @@
 """The external baseline lpcf: parameter matching, deterministic fits, exact decisions through its
-CVXPY export, and the install hint when the optional extra is missing."""
+CVXPY export, the install hint when the optional extra is missing, and model-by-model runs of a
+case."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from socicnn.decisions import violation
@@ -118,3 +121,21 @@ def test_runner_scores_lpcf_beside_the_families():
     assert info["lpcf_export"] <= 1e-9
     params = info["params"].set_index("model")["params"]
     assert rows["params"].iloc[0] == params["lpcf"] >= params["SOC-ICNN"]
+
+
+def test_a_model_run_alone_gives_the_rows_of_the_joint_run():
+    # The paper runner stores its table model by model: each model's rows (timings aside) must not
+    # depend on which other models the same case trains before it. Batches of 32 of the 144 training
+    # rows: the training seed orders them, so a seed that depended on the other models would show.
+    pytest.importorskip("lpcf", reason="the optional extra lpcf is not installed")
+    cfg = ds.config_for("smoke")
+    small = ds.DownstreamConfig("smoke", cfg.dims, cfg.tasks, cfg.seeds[:1], 20, 8, 3, 8, cfg.width, steps=4,
+                                batch_size=32, models=("relu", "soc", "lpcf"), adam_instances=2, adam_steps=2,
+                                fast_instances=1, fast_models=("soc",), lpcf_adam_epochs=2, lpcf_lbfgs_epochs=5)
+    case = (cfg.tasks[0], cfg.dims[0], cfg.seeds[0])
+    joint, _ = ds.run_case(small, *case)
+    alone = pd.concat([ds.run_case(replace(small, models=(key,)), *case)[0] for key in small.models],
+                      ignore_index=True)
+    assert set(joint["key"]) == set(small.models)
+    timings = ["time", "train_time"]
+    pd.testing.assert_frame_equal(joint.drop(columns=timings), alone.drop(columns=timings))

@@ -237,11 +237,19 @@ def decision_quality(table: pd.DataFrame, margin: float = 1.1, share: float = 2 
     competitive when its mean regret of the exact decisions, averaged over seeds, is at most
     ``margin`` times the best of the other parameter-matched models': the four other bias-mode
     families and, where the table has it, the external baseline ``lpcf``. Holds when it is
-    competitive in at least ``share`` of the cases, partial in at least one, else fails."""
+    competitive in at least ``share`` of the cases, partial in at least one, else fails. Only the
+    cases holding the SOC-ICNN and at least one of the others are judged (a stored run that has not
+    finished may hold some models of a case only)."""
     ex = table[table["protocol"] == "exact"]
     means = ex.groupby(["task", "dim", "key"])["regret_mean"].mean().unstack("key")
+    if "soc" not in means.columns:
+        return Evidence(None, "no (task, d) case holds the SOC-ICNN")
     others = means[[k for k in DECISION_RIVALS if k in means.columns]].min(axis=1)
-    ok = means["soc"] <= margin * others
+    judged = means["soc"].notna() & others.notna()
+    if not judged.any():
+        return Evidence(None, "no (task, d) case holds the SOC-ICNN and another parameter-matched model")
+    ok = means.loc[judged, "soc"] <= margin * others[judged]
+    means, others = means[judged], others[judged]
     n, wins = len(ok), int(ok.sum())
     outcome = "holds" if wins >= share * n else ("partial" if wins else "fails")
     ratio = float(np.exp(np.log(means["soc"] / others).mean()))

@@ -60,7 +60,9 @@ __all__ = [
     "build_models",
     "config_for",
     "lpcf_comparison",
+    "model_cases",
     "run",
+    "seed_counts",
     "summarize",
     "summarize_per_seed",
     "verdict",
@@ -360,8 +362,10 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
     steps_per_epoch = -(-len(t_tr) // cfg.batch_size)
     if "lpcf" in cfg.models:
         lb.require()  # the install hint before any training
-    models = build_models(d, dt.CONTEXT_DIM, cfg.width[d], seed, cfg.models, dtype=torch.float32)
-    params = parameter_table(models, lpcf="lpcf" in cfg.models)
+    # The SOC-ICNN sets every parameter budget, so it is built even when it is not trained here.
+    built = build_models(d, dt.CONTEXT_DIM, cfg.width[d], seed, (*cfg.models, "soc"), dtype=torch.float32)
+    params = parameter_table(built, lpcf="lpcf" in cfg.models)
+    models = {k: m for k, m in built.items() if k in cfg.models}
     rows, checks = [], _no_checks()
 
     def report(key, rel_l2):
@@ -415,7 +419,7 @@ def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=
         report(key, rel_l2)
     if "lpcf" in cfg.models:
         rows += _lpcf_rows(cfg, task, C, test, seed, (x_tr, th_tr, y_tr), (th_mu, th_sd, y_mu, y_sd),
-                           models["soc"].num_parameters(), checks)
+                           built["soc"].num_parameters(), checks)
         report("lpcf", rows[-1]["rel_l2"])
     params.insert(0, "dim", d)
     params.insert(0, "task", task_name)
@@ -472,6 +476,18 @@ def cases(cfg: DownstreamConfig) -> list[tuple[str, int, int]]:
     return [(task, d, seed) for d in cfg.dims for task in cfg.tasks for seed in cfg.seeds]
 
 
+def model_cases(cfg: DownstreamConfig) -> list[tuple[str, int, int, str]]:
+    """The ``(task, d, seed, model)`` cases of the case-by-case runner (:func:`main`): every model
+    but ``lpcf`` over the whole grid first (smallest ``d`` first, the models of one ``(task, d,
+    seed)`` together), then ``lpcf``, whose own training costs many times the other seven models'
+    together, over the grid in the same order. A model's rows do not depend on which other models
+    run in the same call of :func:`run_case`, so a table stored model by model is the table of one
+    run of every model."""
+    grid = cases(cfg)
+    first = [(*case, key) for case in grid for key in cfg.models if key != "lpcf"]
+    return first + [(*case, "lpcf") for case in grid if "lpcf" in cfg.models]
+
+
 def _no_checks() -> dict:
     return {"at_equals_forward": 0.0, "auto_socp_rel": 0.0, "fast_uncertified": 0, "lpcf_export": 0.0,
             "exact_by_fast": 0}  # fmt: skip
@@ -525,16 +541,27 @@ def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.Dat
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 
 
+def seed_counts(ps: pd.DataFrame) -> pd.DataFrame:
+    """How many seeds of each model a :func:`per_seed` table holds (exact decisions): rows (task,
+    d), columns the models, 0 where a model has none (a stored run that has not finished)."""
+    ex = ps[ps["protocol"] == "exact"]
+    out = ex.groupby(["task", "dim", "model"], sort=False)["seed"].nunique().unstack(fill_value=0)
+    return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
+
+
 def lpcf_comparison(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per (task, d) of a :func:`summarize` table with ``lpcf`` rows: its parameter count, fit
     (test relative L2), mean regret and training time beside the SOC-ICNN's (bias and picnn) and
-    the best other family's; and one sentence per case with the ratios and lpcf's rank."""
+    the best other family's; and one sentence per case with the ratios and lpcf's rank. Cases
+    without lpcf, the SOC-ICNN or another family (a stopped run's) are left out."""
     ex = summary[summary["protocol"] == "exact"]
     rows, lines = [], []
     for (task, d), g in ex.groupby(["task", "dim"], sort=False):
         g = g.set_index("key")
         regret = g["regret_mean_mean"]
         fam = regret.drop(index=[k for k in ("soc", "soc_picnn", "pcf", "lpcf") if k in regret.index])
+        if not {"lpcf", "soc"} <= set(regret.index) or fam.empty:  # a case a stopped run holds in part
+            continue
         r = dict(task=task, dim=d, lpcf_params=int(g.loc["lpcf", "params"]), soc_params=int(g.loc["soc", "params"]),
                  lpcf_rel_l2=g.loc["lpcf", "rel_l2_mean"], soc_rel_l2=g.loc["soc", "rel_l2_mean"],
                  lpcf_regret=regret["lpcf"], soc_regret=regret["soc"], picnn_regret=regret.get("soc_picnn", np.nan),
@@ -558,43 +585,50 @@ def verdict(summary: pd.DataFrame, scope: str = "at this profile") -> list[str]:
     model with the lowest mean regret, the SOC-ICNN's, the best of the models it is judged against
     (:data:`~socicnn.experiments.claims.DECISION_RIVALS`), the picnn variant's and pcf's; then
     paper A's claim judged by :func:`~socicnn.experiments.claims.decision_quality` (``scope`` says
-    which cases the table covers) and whether the picnn mode improves on the bias mode."""
+    which cases the table covers) and whether the picnn mode improves on the bias mode. A case
+    holding no SOC-ICNN or none of the models it is judged against (a stopped run's) is named as
+    not compared."""
     from .claims import DECISION_RIVALS, decision_quality
 
     ex = summary[summary["protocol"] == "exact"]
     out = []
-    picnn_better = 0
-    cases = list(ex.groupby(["task", "dim"], sort=False))
-    for (task, d), g in cases:
+    picnn_better = picnn_cases = 0
+    for (task, d), g in ex.groupby(["task", "dim"], sort=False):
         g = g.set_index("key")["regret_mean_mean"]
         best = g.idxmin()
         rivals = g[[k for k in DECISION_RIVALS if k in g.index]]
+        if "soc" not in g.index or rivals.empty:  # a case a stopped run holds in part
+            out.append(f"{task}, d = {d}: not compared (the table holds only {', '.join(LABELS[k] for k in g.index)}).")
+            continue
         rival = rivals.idxmin()
         line = (f"{task}, d = {d}: lowest mean regret {LABELS[best]} ({g[best]:.3g}); SOC-ICNN {g['soc']:.3g}; "
                 f"best other family{' or lpcf' if 'lpcf' in g.index else ''}: {LABELS[rival]} ({rivals[rival]:.3g})")
         if "soc_picnn" in g.index:
             line += "" if best == "soc_picnn" else f"; SOC-ICNN (picnn) {g['soc_picnn']:.3g}"
             picnn_better += bool(g["soc_picnn"] < g["soc"])
+            picnn_cases += 1
         if "pcf" in g.index:
             line += f"; pcf {g['pcf']:.3g}"
         out.append(line + ".")
     ev = decision_quality(ex.rename(columns={"regret_mean_mean": "regret_mean"}))
-    word = {"holds": "holds", "partial": "holds only in part", "fails": "does not hold"}[ev.outcome]
+    word = {"holds": "holds", "partial": "holds only in part", "fails": "does not hold",
+            None: "cannot be judged"}[ev.outcome]
     out.append(f"Paper A's claim of competitive decisions (SOC-ICNN's mean regret within 1.1x of the best other "
                f"parameter-matched model's, the four other families and lpcf, in at least 2/3 of the cases) {word} "
                f"{scope}: {ev.measured}.")
-    if "soc_picnn" in set(ex["key"]):
+    if picnn_cases:
         out.append(f"Letting the curvature and cone weights depend on the context (picnn mode, no more parameters) "
-                   f"lowers the SOC-ICNN's mean regret in {picnn_better} of {len(cases)} cases.")
+                   f"lowers the SOC-ICNN's mean regret in {picnn_better} of {picnn_cases} cases.")
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), saving the
-    per-seed table of the cases finished so far, with provenance, after every case; ``--resume``
-    skips the cases an earlier run of the same profile saved at ``--out``. A second process can
-    take later cases (``--skip N --out part.csv``), ``--limit K`` stops a process after ``K`` new
-    cases, and ``--merge A.csv B.csv`` then joins the parts."""
+    """Run a profile case by case (``python -m socicnn.experiments.downstream paper``), one case
+    per ``(task, d, seed, model)`` in the order of :func:`model_cases`, saving the per-seed table of
+    the cases finished so far, with provenance, after every case; ``--resume`` skips the cases an
+    earlier run of the same profile saved at ``--out``. A second process can take later cases
+    (``--skip N --out part.csv``), ``--limit K`` stops a process after ``K`` new cases, and
+    ``--merge A.csv B.csv`` then joins the parts."""
     from ..results import merge_case_tables, output_dir, run_cases
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -627,12 +661,14 @@ def main(argv: list[str] | None = None) -> None:
     checks = _no_checks()
 
     def run_one(case):
-        table, info = run_case(cfg, *case, progress=lambda s: print(s, flush=True))
+        *grid_case, key = case
+        table, info = run_case(replace(cfg, models=(key,)), *grid_case, progress=lambda s: print(s, flush=True))
         _merge_checks(checks, info)
         return per_seed(table), f"{case} done"
 
-    run_cases(out, cases(cfg)[args.skip :], run_one, profile=args.profile, device="cpu", resume=args.resume,
-              checks=checks, cases_total=len(cases(cfg)), limit=args.limit, **config)  # fmt: skip
+    todo = model_cases(cfg)
+    run_cases(out, todo[args.skip :], run_one, profile=args.profile, device="cpu", resume=args.resume,
+              checks=checks, cases_total=len(todo), limit=args.limit, **config)  # fmt: skip
 
 
 if __name__ == "__main__":
