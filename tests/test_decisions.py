@@ -235,6 +235,7 @@ def test_a_table_stored_model_by_model_is_judged_on_the_cases_it_holds_whole():
     assert ev.outcome == "holds" and "in 1 of 1 (task, d) cases" in ev.measured
     assert decision_quality(ps[ps["task"] == "t1"]).outcome is None
     summary = ds.summarize_per_seed(ps)
+    assert ds.cells(summary, "regret_mean").loc[("t1", 10), "SOC-ICNN"] == "—"
     lines = ds.verdict(summary, "on the 13 of 432 cases stored")
     assert lines[1] == "t1, d = 10: not compared (the table holds only ReLU-ICNN)."
     assert "holds on the 13 of 432 cases stored" in lines[2] and "in 1 of 1 cases" in lines[3]

@@ -330,8 +330,9 @@ def _check_exact(exact, label: str) -> None:
 
 
 def run_case(cfg: DownstreamConfig, task_name: str, d: int, seed: int, progress=None) -> tuple[pd.DataFrame, dict]:
-    """Train every model on one (task, d, seed) and score its decisions; one row per (model,
-    instance, protocol) and the case's parameter table and checks."""
+    """Train the models of ``cfg.models`` on one (task, d, seed) and score their decisions; one row
+    per (model, instance, protocol) and the case's parameter table (with the SOC-ICNN, which sets
+    the budgets) and checks."""
     task = dt.make_task(task_name, d)
     C = task.constraint()
     train = dt.make_split(task, "train", cfg.n_train, cfg.n_train_candidates)
@@ -533,11 +534,11 @@ def summarize_per_seed(ps: pd.DataFrame) -> pd.DataFrame:
 
 
 def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.DataFrame:
-    """``metric`` as ``"mean ± sd"`` over seeds (``"mean (1 seed)"`` where a case has one seed):
-    rows (task, d), columns the models."""
+    """``metric`` as ``"mean ± sd"`` over seeds (``"mean (1 seed)"`` where a case has one seed, "—"
+    where the table holds no run of the model): rows (task, d), columns the models."""
     sub = summary[summary["protocol"] == protocol].copy()
     sub["cell"] = mean_sd(sub[f"{metric}_mean"], sub[f"{metric}_sd"])
-    out = sub.pivot(index=["task", "dim"], columns="model", values="cell")
+    out = sub.pivot(index=["task", "dim"], columns="model", values="cell").fillna("—")
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 
 
