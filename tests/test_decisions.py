@@ -228,13 +228,13 @@ def test_a_table_stored_model_by_model_is_judged_on_the_cases_it_holds_whole():
                                      instances=200, params=100, rel_l2=0.1, train_time=1.0,
                                      regret_mean={"soc": 1.0, "relu": 2.0, "soc_picnn": 0.5, "lpcf": 3.0}[key]))
     ps = pd.DataFrame(rows)
-    counts = ds.seed_counts(ps)
+    summary = ds.summarize_per_seed(ps)
+    counts = ds.seed_counts(summary)
     assert counts.loc[("t0", 10), "lpcf"] == 1 and counts.loc[("t0", 10), "SOC-ICNN"] == 2
     assert counts.loc[("t1", 10), "ReLU-ICNN"] == 2 and counts.loc[("t1", 10), "SOC-ICNN"] == 0
     ev = decision_quality(ps)
     assert ev.outcome == "holds" and "in 1 of 1 (task, d) cases" in ev.measured
     assert decision_quality(ps[ps["task"] == "t1"]).outcome is None
-    summary = ds.summarize_per_seed(ps)
     assert ds.cells(summary, "regret_mean").loc[("t1", 10), "SOC-ICNN"] == "—"
     lines = ds.verdict(summary, "on the 13 of 432 cases stored")
     assert lines[1] == "t1, d = 10: not compared (the table holds only ReLU-ICNN)."

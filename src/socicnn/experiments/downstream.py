@@ -542,11 +542,11 @@ def cells(summary: pd.DataFrame, metric: str, protocol: str = "exact") -> pd.Dat
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 
 
-def seed_counts(ps: pd.DataFrame) -> pd.DataFrame:
-    """How many seeds of each model a :func:`per_seed` table holds (exact decisions): rows (task,
-    d), columns the models, 0 where a model has none (a stored run that has not finished)."""
-    ex = ps[ps["protocol"] == "exact"]
-    out = ex.groupby(["task", "dim", "model"], sort=False)["seed"].nunique().unstack(fill_value=0)
+def seed_counts(summary: pd.DataFrame) -> pd.DataFrame:
+    """The ``seeds`` column of a :func:`summarize` table (exact decisions) as rows (task, d),
+    columns the models, 0 where a model has none (a stored run that has not finished)."""
+    ex = summary[summary["protocol"] == "exact"]
+    out = ex.pivot(index=["task", "dim"], columns="model", values="seeds").fillna(0).astype(int)
     return out[[LABELS[k] for k in MODELS if LABELS[k] in out.columns]]
 
 
