@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+from types import SimpleNamespace
 
 import cvxpy as cp
 import pytest
@@ -144,3 +146,34 @@ def test_a_degenerate_vertex_is_certified():
     assert float(model(vertex).detach() - lower) <= 1e-12
     res = minimize(model, cons, torch.full((D,), 1 / 3, dtype=F64))
     assert bool(res.converged) and float(res.value) - f_star <= 1e-7
+
+
+def test_rows_left_uncertified_by_face_newton_are_finished_by_the_primal_dual_method():
+    # max_iter = 0: no proximal step, every row (started away from the optimum) is handed over.
+    model = sc.ReLUICNN(D, (16, 16), dtype=F64, seed=2)
+    cons = Box(0.0, 1.0)
+    x0 = torch.rand(4, D, dtype=F64, generator=torch.Generator().manual_seed(0))
+    res = minimize(model, cons, x0, tol=1e-6, max_iter=0)
+    assert int(res.iterations.max()) == 0
+    assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-7)
+
+
+def test_a_stalled_row_stops_its_proximal_steps_and_is_handed_over(monkeypatch):
+    # A face Newton that never moves: each row stops after STALL steps, not max_iter, and the
+    # primal-dual method still certifies it.
+    mz = importlib.import_module("socicnn.inference.minimize")  # the package's name is the function
+
+    calls = []
+
+    def frozen(model, x, beta, cons, **kw):
+        calls.append(x.shape[0])
+        v = model(x)
+        return SimpleNamespace(x=x.clone(), value=v, converged=torch.zeros_like(v, dtype=torch.bool),
+                               gap_bound=torch.full_like(v, math.inf))
+
+    monkeypatch.setattr(mz, "face_newton", frozen)
+    model = sc.SOCICNN(D, (8, 8), quad_dims=(2,), norm_dims=(3,), dtype=F64, seed=3)
+    cons = Simplex(1.0)
+    res = minimize(model, cons, torch.full((3, D), 1 / D, dtype=F64), tol=1e-6, max_iter=50)
+    assert calls == [3] * mz.STALL and res.iterations.tolist() == [mz.STALL] * 3
+    assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-7)

@@ -11,7 +11,12 @@ solved or not).
 Face Newton handles the set's linear rows and the kink rows densely, so this suits inputs of
 up to a few hundred coordinates. It is correct at any size but slow where many kinks change
 between the start and the minimiser (face Newton adds ties about one per iteration until its
-identification guesses take over).
+identification guesses take over). A row whose proximal steps stop decreasing ``f`` for
+:data:`STALL` steps in a row (seen on ReLU models over a box, where the face steps and the
+subgradient step all fail to decrease at a point that is not optimal), or that is still
+uncertified after ``max_iter`` steps, is handed from its best point to the matrix-free
+primal-dual method, whose certificate is of the same kind; the row keeps the larger of the two
+lower bounds and the lower of the two values.
 
 **Certificate.** At a feasible ``x``, dual-feasible multipliers (the least-squares choice on the
 tied kinks and active constraint rows, projected into the blocks' dual sets) give a slope ``s``
@@ -50,6 +55,10 @@ CLOSE = 1e-9  # relative certified gap of a proximal step that counts as solved
 # instance with the guesses from the fifth; from the second, 37 ms, but a ReLU model over a box in
 # the tests then ended one row uncertified).
 WARM_IDENTIFY_AFTER = 2
+# Proximal steps in a row without a decrease of f after which a row goes to the primal-dual
+# method (a stalled row otherwise spends the rest of max_iter, each step dearer, at the same point).
+STALL = 5
+PD_MAX_ITER = 20000  # the primal-dual method's iteration cap
 
 
 @dataclass
@@ -120,7 +129,8 @@ def minimize(
         tol: relative tolerance of the certified gap: a row is solved when
             ``value - lower_bound <= tol * max(1, |value|)``.
         max_iter: cap on the proximal steps per row (``"face_newton"``, default 100) or on the
-            iterations (``"primal_dual"``, default 20000).
+            iterations (``"primal_dual"``, default :data:`PD_MAX_ITER`, which also caps the rows
+            face Newton hands over: stalled, or uncertified after ``max_iter`` steps).
         inner_iter: cap on the face-Newton iterations of one proximal step (steps may be
             inexact: each one only has to decrease ``f``; short steps measured fastest on the
             decision benchmark's models).
@@ -153,7 +163,7 @@ def minimize(
         raise ValueError(f"tol must be a finite number > 0, got {tol}")
     check_choice("method", method, METHODS)
     if max_iter is None:
-        max_iter = 100 if method == "face_newton" else 20000
+        max_iter = 100 if method == "face_newton" else PD_MAX_ITER
     max_iter, inner_iter = check_integer("max_iter", max_iter), check_integer("inner_iter", inner_iter)
     if max_iter < 0 or inner_iter < 1:
         raise ValueError(f"need max_iter >= 0 and inner_iter >= 1, got {max_iter} and {inner_iter}")
@@ -183,8 +193,9 @@ def minimize(
     # (gap / diam), i.e. beta = gap / diam^2, rounded to a power of two.
     beta0 = (value - lower).clamp(min=eps) / max(diam, eps) ** 2
     level = torch.round(torch.log2(beta0)).long()
+    stalled = torch.zeros(n, dtype=torch.long, device=x.device)
     for _ in range(max_iter):
-        running = (value - lower > tol * value.abs().clamp(min=1.0)).nonzero().squeeze(1)
+        running = ((value - lower > tol * value.abs().clamp(min=1.0)) & (stalled < STALL)).nonzero().squeeze(1)
         if running.numel() == 0:
             break
         sub = model.select(running)
@@ -196,6 +207,7 @@ def minimize(
         new_x = cons.project(step.x)
         new_value = sub(new_x)
         better = new_value <= value[running]
+        stalled[running] = torch.where(new_value < value[running], 0, stalled[running] + 1)
         keep = running[better]
         x[keep], value[keep] = new_x[better], new_value[better]
         # A step that stalled at rounding level next to its optimum counts as solved.
@@ -204,6 +216,12 @@ def minimize(
         iterations[running] += 1
         bound = certified_lower_bound(sub, x[running], cons, tie_tol)
         lower[running] = torch.maximum(lower[running], bound)
+    left = (value - lower > tol * value.abs().clamp(min=1.0)).nonzero().squeeze(1)  # stalled, or at max_iter
+    if left.numel():
+        px, pvalue, plower, _, _ = primal_dual(model.select(left), cons, x[left], tol=tol, max_iter=PD_MAX_ITER)
+        take = pvalue < value[left]
+        x[left[take]], value[left[take]] = px[take], pvalue[take]
+        lower[left] = torch.maximum(lower[left], plower)
     return _result(x, value, lower, iterations, tol, t0, vector)
 
 
