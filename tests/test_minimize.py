@@ -158,44 +158,26 @@ def test_rows_left_uncertified_by_face_newton_are_finished_by_the_primal_dual_me
     assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-7)
 
 
-def test_a_stalled_row_stops_its_proximal_steps_and_is_handed_over(monkeypatch):
-    # A face Newton that never moves: each row stops after STALL steps, not max_iter, and the
-    # primal-dual method still certifies it.
+@pytest.mark.parametrize("fraction", [0.0, 1e-6], ids=["frozen", "creeping"])
+def test_a_slow_row_stops_its_proximal_steps_and_is_handed_over(monkeypatch, fraction):
+    # A face Newton that moves each row by `fraction` of the way to a minimiser: never (frozen) or
+    # a millionth (creeping: f decreases at every step, but by far less than SLOW times the gap over
+    # STALL steps). Each row stops after STALL steps, not max_iter, and the primal-dual method still
+    # certifies it.
     mz = importlib.import_module("socicnn.inference.minimize")  # the package's name is the function
-
-    calls = []
-
-    def frozen(model, x, beta, cons, **kw):
-        calls.append(x.shape[0])
-        v = model(x)
-        return SimpleNamespace(x=x.clone(), value=v, converged=torch.zeros_like(v, dtype=torch.bool),
-                               gap_bound=torch.full_like(v, math.inf))
-
-    monkeypatch.setattr(mz, "face_newton", frozen)
-    model = sc.SOCICNN(D, (8, 8), quad_dims=(2,), norm_dims=(3,), dtype=F64, seed=3)
-    cons = Simplex(1.0)
-    res = minimize(model, cons, torch.full((3, D), 1 / D, dtype=F64), tol=1e-6, max_iter=50)
-    assert calls == [3] * mz.STALL and res.iterations.tolist() == [mz.STALL] * 3
-    assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-7)
-
-
-def test_a_creeping_row_is_handed_over_after_stall_steps(monkeypatch):
-    # A face Newton whose every step decreases f, but by a millionth of the way to a minimiser:
-    # far less than SLOW times the gap over STALL steps, so each row stops after STALL steps.
-    mz = importlib.import_module("socicnn.inference.minimize")
     model = sc.SOCICNN(D, (8, 8), quad_dims=(2,), norm_dims=(3,), dtype=F64, seed=3)
     cons = Simplex(1.0)
     target = minimize(model, cons, tol=1e-9).x  # a minimiser
     calls = []
 
-    def creeping(model, x, beta, cons, **kw):
+    def slow_step(model, x, beta, cons, **kw):
         calls.append(x.shape[0])
-        y = x + 1e-6 * (target - x)
+        y = x + fraction * (target - x)
         v = model(y)
         return SimpleNamespace(x=y, value=v, converged=torch.zeros_like(v, dtype=torch.bool),
                                gap_bound=torch.full_like(v, math.inf))
 
-    monkeypatch.setattr(mz, "face_newton", creeping)
+    monkeypatch.setattr(mz, "face_newton", slow_step)
     x0 = torch.eye(D, dtype=F64)[:3]  # vertices, away from the minimiser
     res = minimize(model, cons, x0, tol=1e-6, max_iter=50)
     assert calls == [3] * mz.STALL and res.iterations.tolist() == [mz.STALL] * 3
