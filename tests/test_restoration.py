@@ -59,26 +59,34 @@ def test_fit_energy_reduces_the_loss_and_checks_rows():
         fit_energy(cm, cand[:3], ctx, energy)
 
 
-def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypatch):
-    # The runner's bookkeeping, with the training and restoration of a case stubbed out: a table
-    # with provenance after every (family, seed), and a resumed run that redoes nothing saved.
+class Stopped(Exception):
+    pass
+
+
+def _stub_cases(monkeypatch, calls: list, stop: list):
+    """The image-restoration runner with the training and restoration of a case stubbed out: each
+    case is recorded in ``calls`` and the run stops (``Stopped``) in case number ``stop[0]``."""
     from socicnn.experiments import image_restoration as ir
-    from socicnn.results import load_table
-
-    calls, stop = [], [4]
-
-    class Stopped(Exception):
-        pass
 
     def fake_case(cfg, data, e_ref_opt, family, seed, cross_check, device):
         calls.append((family, seed))
         if len(calls) == stop[0]:
-            raise Stopped  # the run stops in its fourth case
+            raise Stopped
         return {"rows": [{"family": family, "seed": seed, "method": cfg["certify"], "certified": cfg["n_test"]}],
                 "summary": f"{family} {seed}"}  # fmt: skip
 
     monkeypatch.setattr(ir, "prepare", lambda cfg, seed, log: (None, None))
     monkeypatch.setattr(ir, "run_case", fake_case)
+    return ir
+
+
+def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypatch):
+    # The runner's bookkeeping: a table with provenance after every (family, seed), and a resumed
+    # run that redoes nothing saved.
+    from socicnn.results import load_table
+
+    calls, stop = [], [4]  # the run stops in its fourth case
+    ir = _stub_cases(monkeypatch, calls, stop)
     out = tmp_path / "ir.csv"
     with pytest.raises(Stopped):
         ir.main(["smoke", "--out", str(out)])
@@ -97,6 +105,23 @@ def test_the_paper_runner_saves_after_every_case_and_resumes(tmp_path, monkeypat
     calls.clear()
     ir.main(["smoke", "--out", str(out), "--resume"])  # nothing left: nothing runs
     assert calls == []
+
+
+def test_the_paper_runner_can_run_some_families_first(tmp_path, monkeypatch):
+    from socicnn.results import load_table
+
+    calls = []
+    ir = _stub_cases(monkeypatch, calls, [None])
+    out = tmp_path / "ir.csv"
+    ir.main(["smoke", "--out", str(out), "--families", "Conv-SOC", "Conv-Quad"])
+    assert sorted(calls) == [(f, s) for f in ("Conv-Quad", "Conv-SOC") for s in (0, 1, 2)]
+    assert load_table(out).cases() == (6, 15) and not load_table(out).complete
+    calls.clear()
+    ir.main(["smoke", "--out", str(out), "--resume"])  # the other families' cases, and only those
+    assert len(calls) == 9 and not {f for f, _ in calls} & {"Conv-SOC", "Conv-Quad"}
+    assert load_table(out).complete
+    with pytest.raises(SystemExit):
+        ir.main(["smoke", "--out", str(out), "--families", "Conv-Typo"])
 
 
 def test_reference_scores_put_the_observation_and_the_exact_optimum_on_the_same_scale():

@@ -412,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="CSV path (default: image_restoration.csv in ./results-local or "
                     "$SOCICNN_OUT; pass the stored-results path to add to the tables shipped with the package)")
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
+    ap.add_argument("--families", nargs="+", choices=tuple(CONV_FAMILIES), default=tuple(CONV_FAMILIES),
+                    help="run only these families' cases, in this order, seed by seed (the table still counts "
+                    "the whole profile's cases)")
     args = ap.parse_args(argv)
     cfg = PROFILES[args.profile]
 
@@ -425,8 +428,9 @@ def main(argv: list[str] | None = None) -> None:
         return pd.DataFrame(res["rows"]), res["summary"]
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    run_cases(args.out or output_dir() / "image_restoration.csv", [(f, s) for s in cfg["seeds"] for f in CONV_FAMILIES],
-              run_one, profile=args.profile, device=args.device, resume=args.resume, **config)  # fmt: skip
+    todo = [(f, s) for s in cfg["seeds"] for f in dict.fromkeys(args.families)]
+    run_cases(args.out or output_dir() / "image_restoration.csv", todo, run_one, profile=args.profile,
+              device=args.device, resume=args.resume, cases_total=len(cfg["seeds"]) * len(CONV_FAMILIES), **config)
 
 
 def reference_scores(data: Data) -> pd.DataFrame:
