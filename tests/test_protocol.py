@@ -76,7 +76,7 @@ def test_toy_block_kink_gives_an_interval_of_subgradients():
         x0 = x0 - (x0 @ toy.a + toy.c) / (toy.a @ toy.a) * toy.a
     ds = sc.subdifferential.OptimalDualSet(model, x0, tol=1e-10)
     assert not ds.singleton
-    lam = float(toy.data("lam"))
+    lam = float(toy.data("lam").detach())
     a = toy.a.detach()
     # Both ends of the interval are subgradients, nothing beyond them is.
     for rho, inside in ((lam, True), (-lam, True), (1.2 * lam, False)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -153,9 +152,7 @@ class ExactBoxSolve:
         self.data.set(row)
         t0 = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # the status below says what the warning would
-                warnings.simplefilter("ignore", UserWarning)
-                solve_with_retries(self.problem, self.solver, **solver_options)
+            solve_with_retries(self.problem, self.solver, **solver_options)
         except cp.error.SolverError as exc:
             raise lifting.LiftingError(f"{self.solver} failed on the box problem (row {row}): {exc}") from exc
         elapsed = time.perf_counter() - t0

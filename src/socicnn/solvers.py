@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import cvxpy as cp
 
@@ -76,10 +77,13 @@ CLARABEL_RETRY_SETTINGS = ({"static_regularization_constant": 1e-7}, {"equilibra
 def solve_with_retries(problem: cp.Problem, solver: str, **solver_options) -> str:
     """``problem.solve(solver=solver, **solver_options)``; with Clarabel, a solve whose status is
     not ``optimal`` is repeated with each of ``CLARABEL_RETRY_SETTINGS`` added until one is.
-    Returns the final status (the caller decides what it accepts)."""
+    Returns the final status (the caller decides what it accepts: CVXPY's warning that a solution
+    may be inaccurate is not raised, since the status says so)."""
     retries = CLARABEL_RETRY_SETTINGS if solver == cp.CLARABEL else ()
     for extra in ({}, *retries):
-        problem.solve(solver=solver, **{**solver_options, **extra})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Solution may be inaccurate", UserWarning)
+            problem.solve(solver=solver, **{**solver_options, **extra})
         if problem.status == cp.OPTIMAL:
             break
     return problem.status

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import cvxpy as cp
@@ -201,9 +200,7 @@ class DecisionTask:
             weight.value = data["weight"][i].numpy()
             for p, sh in zip(shifts, data["shifts"], strict=True):
                 p.value = sh[i].numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # an inaccurate status is handled below
-                solve_with_retries(problem, cp.CLARABEL)
+            solve_with_retries(problem, cp.CLARABEL)  # an inaccurate status is handled below
             if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
                 raise RuntimeError(
                     f"{self.name} (d={self.dim}): the exact solve of context {i} returned {problem.status!r}"
