@@ -819,8 +819,11 @@ def face_newton(
         face_dirs.append(-pt.curv.solve(s))
         # Steps that keep a single cone exact, on the reached ties and on each guess: an optimum
         # near (not at) a cone's apex with many tied units needs both (paper size, beta = 0.1).
-        if rows is None and bool(late.any()):
-            face_dirs.extend(_exact_cone_steps(pt, guesses))
+        # (Late queries only, like the guesses: a query's candidates do not depend on the others.)
+        late_idx = late.nonzero().squeeze(1)
+        if rows is None and late_idx.numel():
+            for step in _exact_cone_steps(pt.subset(late_idx), [g[late_idx] for g in guesses]):
+                face_dirs.append(torch.zeros_like(dn).index_copy_(0, late_idx, step))
         slope = (pt.g * dn).sum(-1)
         minorant = (pt.g, pt.minorant_slack())
         x_new, F_new, moved = _candidate_search(
