@@ -124,6 +124,26 @@ def test_the_paper_runner_can_run_some_families_first(tmp_path, monkeypatch):
         ir.main(["smoke", "--out", str(out), "--families", "Conv-Typo"])
 
 
+def test_two_processes_share_the_paper_run_and_merge(tmp_path, monkeypatch, capsys):
+    from socicnn.results import load_table
+
+    calls = []
+    ir = _stub_cases(monkeypatch, calls, [None])
+    a, b, both = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "all.csv"
+    ir.main(["smoke", "--out", str(a), "--families", "Conv-SOC", "--limit", "2"])
+    ir.main(["smoke", "--out", str(b), "--families", "Conv-Quad", "Conv-Norm", "--skip", "1", "--limit", "2"])
+    assert calls == [("Conv-SOC", 0), ("Conv-SOC", 1), ("Conv-Norm", 0), ("Conv-Quad", 1)]
+    ir.main(["smoke", "--out", str(both), "--merge", str(a), str(b)])
+    merged = load_table(both)
+    assert merged.cases() == (4, 15) and [tuple(c) for c in merged.meta["config"]["cases_done"]] == calls
+    assert len(merged.meta["config"]["runs"]) == 2 and len(merged.table) == 4
+    with pytest.raises(SystemExit, match="cannot merge: .* repeats cases"):
+        ir.main(["smoke", "--out", str(tmp_path / "x.csv"), "--merge", str(a), str(a)])
+    with pytest.raises(SystemExit):
+        ir.main(["smoke", "--out", str(a), "--skip", "-1"])
+    assert "--skip must be >= 0" in capsys.readouterr().err
+
+
 def test_reference_scores_put_the_observation_and_the_exact_optimum_on_the_same_scale():
     from socicnn.experiments import image_restoration as ir
 

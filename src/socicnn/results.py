@@ -343,11 +343,13 @@ def _run_entry(meta: dict, cases: int, wall_time: float) -> dict:
     return {**{k: meta.get(k) for k in keys}, "cases": cases, "wall_time_s": wall_time}
 
 
-def merge_case_tables(parts: Sequence[str | Path], out: str | Path, merge_checks: Callable[[dict, dict], None]) -> Path:
+def merge_case_tables(
+    parts: Sequence[str | Path], out: str | Path, merge_checks: Callable[[dict, dict], None] | None = None
+) -> Path:
     """Join the tables of processes that ran disjoint cases of one case-by-case run (:func:`run_cases`,
     e.g. two processes on two cores) into ``out``: the tables and ``cases_done`` in the order of
     ``parts``, every part's ``runs``, the parts' wall times summed (time spent, not elapsed) and
-    their ``checks`` combined by ``merge_checks(into, other)``.
+    their ``checks`` combined by ``merge_checks(into, other)`` (``None``: a run without checks).
 
     Raises:
         ValueError: a part is missing or was not written case by case, the parts differ in profile
@@ -374,7 +376,7 @@ def merge_case_tables(parts: Sequence[str | Path], out: str | Path, merge_checks
         done += cases
         runs += cfg.get("runs") or [_run_entry(table.meta, len(cases), table.meta["wall_time_s"] or 0.0)]
         wall += table.meta["wall_time_s"] or 0.0
-        if i:
+        if i and merge_checks is not None:
             merge_checks(checks, cfg.get("checks", {}))
     return save_table(
         pd.concat([t.table for t in stored], ignore_index=True), out, profile=first.meta["profile"],
@@ -434,3 +436,41 @@ def run_cases(
                    cases_done=[list(c) for c in done], cases_total=total, runs=[*runs, this])  # fmt: skip
         print(f"{message}; saved {out}: {len(done)} of {total} cases "
               f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)  # fmt: skip
+
+
+def add_share_arguments(ap) -> None:
+    """``--skip``, ``--limit`` and ``--merge`` on a runner's argument parser: several processes
+    sharing one case-by-case run (see :func:`run_or_merge`)."""
+    ap.add_argument("--skip", type=int, default=0, metavar="N",
+                    help="leave out the first N cases (a second process working on later ones)")
+    ap.add_argument("--limit", type=int, default=None, metavar="K",
+                    help="stop after K new cases (so that processes sharing a run do not overlap)")
+    ap.add_argument("--merge", nargs="+", metavar="PART",
+                    help="instead of running: join the tables of processes that ran disjoint cases into --out")
+
+
+def run_or_merge(
+    ap,
+    args,
+    out: str | Path,
+    todo: Sequence[tuple],
+    run_one: Callable[[tuple], tuple[pd.DataFrame, str]],
+    merge_checks: Callable[[dict, dict], None] | None = None,
+    **kwargs,
+) -> None:
+    """A runner's command line after :func:`add_share_arguments`: with ``--merge``, join the parts
+    into ``out`` (:func:`merge_case_tables`); else :func:`run_cases` on ``todo`` from case
+    ``--skip`` on, at most ``--limit`` new cases (``kwargs`` go to :func:`run_cases`). Bad values
+    exit through ``ap.error``, a failed merge with one line."""
+    if args.skip < 0:
+        ap.error(f"--skip must be >= 0, got {args.skip}")
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit must be >= 1, got {args.limit}")
+    if args.merge:
+        try:
+            print(f"merged into {merge_case_tables(args.merge, out, merge_checks)}")
+        except ValueError as err:
+            raise SystemExit(f"cannot merge: {err}") from None
+        return
+    kwargs.setdefault("cases_total", len(todo))
+    run_cases(out, todo[args.skip :], run_one, limit=args.limit, **kwargs)

@@ -630,31 +630,16 @@ def main(argv: list[str] | None = None) -> None:
     earlier run of the same profile saved at ``--out``. A second process can take later cases
     (``--skip N --out part.csv``), ``--limit K`` stops a process after ``K`` new cases, and
     ``--merge A.csv B.csv`` then joins the parts."""
-    from ..results import merge_case_tables, output_dir, run_cases
+    from ..results import add_share_arguments, output_dir, run_or_merge
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=("smoke", "book", "paper"))
     ap.add_argument("--out", default=None, help="CSV path (default: downstream_decisions.csv in ./results-local "
                     "or $SOCICNN_OUT; pass the stored-results path to add to the tables shipped with the package)")
     ap.add_argument("--resume", action="store_true", help="keep the cases already saved at --out")
-    ap.add_argument("--skip", type=int, default=0, metavar="N",
-                    help="leave out the first N cases (a second process working on later ones)")
-    ap.add_argument("--limit", type=int, default=None, metavar="K",
-                    help="stop after K new cases (so that processes sharing a run do not overlap)")
-    ap.add_argument("--merge", nargs="+", metavar="PART",
-                    help="instead of running: join the tables of processes that ran disjoint cases into --out")
+    add_share_arguments(ap)
     args = ap.parse_args(argv)
-    if args.skip < 0:
-        ap.error(f"--skip must be >= 0, got {args.skip}")
-    if args.limit is not None and args.limit < 1:
-        ap.error(f"--limit must be >= 1, got {args.limit}")
     out = args.out or output_dir() / "downstream_decisions.csv"
-    if args.merge:
-        try:
-            print(f"merged into {merge_case_tables(args.merge, out, _merge_checks)}")
-        except ValueError as err:
-            raise SystemExit(f"cannot merge: {err}") from None
-        return
     torch.set_num_threads(1)
     cfg = config_for(args.profile)
     config = {k: v for k, v in asdict(cfg).items() if k != "profile"}
@@ -667,9 +652,8 @@ def main(argv: list[str] | None = None) -> None:
         _merge_checks(checks, info)
         return per_seed(table), f"{case} done"
 
-    todo = model_cases(cfg)
-    run_cases(out, todo[args.skip :], run_one, profile=args.profile, device="cpu", resume=args.resume,
-              checks=checks, cases_total=len(todo), limit=args.limit, **config)  # fmt: skip
+    run_or_merge(ap, args, out, model_cases(cfg), run_one, _merge_checks, profile=args.profile, device="cpu",
+                 resume=args.resume, checks=checks, **config)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -400,11 +400,13 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     """Run a profile (family, seed) by (family, seed), saving the table of the cases finished so
     far, with provenance, after each (``python -m socicnn.experiments.image_restoration paper
-    --device cuda``); ``--resume`` keeps the cases an earlier run of the profile saved at ``--out``."""
+    --device cuda``); ``--resume`` keeps the cases an earlier run of the profile saved at ``--out``.
+    Processes sharing the run: ``--families`` (or ``--skip N``, ``--limit K``) give each its own
+    cases and its own ``--out``, and ``--merge A.csv B.csv`` joins their tables."""
     import argparse
     from functools import cache
 
-    from ..results import output_dir, run_cases
+    from ..results import add_share_arguments, output_dir, run_or_merge
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", choices=tuple(PROFILES))
@@ -415,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--families", nargs="+", choices=tuple(CONV_FAMILIES), default=tuple(CONV_FAMILIES),
                     help="run only these families' cases, in this order, seed by seed (the table still counts "
                     "the whole profile's cases)")
+    add_share_arguments(ap)
     args = ap.parse_args(argv)
     cfg = PROFILES[args.profile]
 
@@ -429,8 +432,9 @@ def main(argv: list[str] | None = None) -> None:
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     todo = [(f, s) for s in cfg["seeds"] for f in dict.fromkeys(args.families)]
-    run_cases(args.out or output_dir() / "image_restoration.csv", todo, run_one, profile=args.profile,
-              device=args.device, resume=args.resume, cases_total=len(cfg["seeds"]) * len(CONV_FAMILIES), **config)
+    run_or_merge(ap, args, args.out or output_dir() / "image_restoration.csv", todo, run_one, profile=args.profile,
+                 device=args.device, resume=args.resume, cases_total=len(cfg["seeds"]) * len(CONV_FAMILIES),
+                 **config)  # fmt: skip
 
 
 def reference_scores(data: Data) -> pd.DataFrame:
