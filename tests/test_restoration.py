@@ -1,5 +1,8 @@
 """Offline images, the restoration energy and its exact optimum, and energy training."""
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 
@@ -77,6 +80,8 @@ def _stub_cases(monkeypatch, calls: list, stop: list):
 
     monkeypatch.setattr(ir, "prepare", lambda cfg, seed, log: (None, None))
     monkeypatch.setattr(ir, "run_case", fake_case)
+    monkeypatch.setattr(ir, "reference_scores", lambda data: pd.DataFrame(
+        {"regret": [0.5, 0.0], "psnr_clean": [9.0, 12.0]}, index=["observation Y", "exact optimum X*"]))  # fmt: skip
     return ir
 
 
@@ -137,6 +142,15 @@ def test_two_processes_share_the_paper_run_and_merge(tmp_path, monkeypatch, caps
     merged = load_table(both)
     assert merged.cases() == (4, 15) and [tuple(c) for c in merged.meta["config"]["cases_done"]] == calls
     assert len(merged.meta["config"]["runs"]) == 2 and len(merged.table) == 4
+    ref = ir.recorded_reference_scores(merged)  # recorded once per run, kept through the merge
+    assert ref.loc["observation Y", "psnr_clean"] == 9.0 and ref.loc["exact optimum X*", "regret"] == 0.0
+    meta = a.with_suffix(".meta.json")  # a part whose run did not record them takes the other's
+    old = json.loads(meta.read_text())
+    old["config"]["checks"] = {}
+    meta.write_text(json.dumps(old))
+    assert ir.recorded_reference_scores(load_table(a)) is None
+    ir.main(["smoke", "--out", str(both), "--merge", str(a), str(b)])
+    assert ir.recorded_reference_scores(load_table(both)).equals(ref)
     with pytest.raises(SystemExit, match="cannot merge: .* repeats cases"):
         ir.main(["smoke", "--out", str(tmp_path / "x.csv"), "--merge", str(a), str(a)])
     with pytest.raises(SystemExit):

@@ -41,6 +41,7 @@ __all__ = [
     "main",
     "make_data",
     "prepare",
+    "recorded_reference_scores",
     "reference_scores",
     "restore_certified",
     "restore_primal_dual",
@@ -421,9 +422,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = PROFILES[args.profile]
 
+    checks: dict = {}  # run-wide records: the observation's and the exact optimum's scores
+
     @cache
     def data():  # built once, and only when a case is left to run
-        return prepare(cfg, 0, lambda m: print(m, flush=True))
+        built = prepare(cfg, 0, lambda m: print(m, flush=True))
+        checks.setdefault("reference_scores", reference_scores(built[0]).to_dict(orient="index"))
+        return built
 
     def run_one(case):
         family, seed = case
@@ -432,9 +437,15 @@ def main(argv: list[str] | None = None) -> None:
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     todo = [(f, s) for s in cfg["seeds"] for f in dict.fromkeys(args.families)]
-    run_or_merge(ap, args, args.out or output_dir() / "image_restoration.csv", todo, run_one, profile=args.profile,
-                 device=args.device, resume=args.resume, cases_total=len(cfg["seeds"]) * len(CONV_FAMILIES),
-                 **config)  # fmt: skip
+    run_or_merge(ap, args, args.out or output_dir() / "image_restoration.csv", todo, run_one, _merge_checks,
+                 profile=args.profile, device=args.device, resume=args.resume, checks=checks,
+                 cases_total=len(cfg["seeds"]) * len(CONV_FAMILIES), **config)  # fmt: skip
+
+
+def _merge_checks(into: dict, other: dict) -> None:
+    """Parts of one run record the same data-wide scores (one data seed); keep the first recorded."""
+    for key, value in other.items():
+        into.setdefault(key, value)
 
 
 def reference_scores(data: Data) -> pd.DataFrame:
@@ -445,6 +456,13 @@ def reference_scores(data: Data) -> pd.DataFrame:
     out = pd.DataFrame({name: {k: float(v.mean()) for k, v in scores(x, data).items()} for name, x in rows.items()}).T
     out.loc["exact optimum X*", "psnr_optimum"] = float("inf")  # identical images (the score clamps the error)
     return out
+
+
+def recorded_reference_scores(stored) -> pd.DataFrame | None:
+    """The :func:`reference_scores` a runner recorded with a stored table
+    (:class:`~socicnn.results.StoredTable`), or ``None`` where its runs did not record them."""
+    scores_ = stored.meta["config"].get("checks", {}).get("reference_scores")
+    return None if scores_ is None else pd.DataFrame.from_dict(scores_, orient="index")
 
 
 def summarize(table: pd.DataFrame, method: str = "exact conic") -> pd.DataFrame:
