@@ -71,7 +71,7 @@ def _stub_cases(monkeypatch, calls: list, stop: list):
     case is recorded in ``calls`` and the run stops (``Stopped``) in case number ``stop[0]``."""
     from socicnn.experiments import image_restoration as ir
 
-    def fake_case(cfg, data, e_ref_opt, family, seed, cross_check, device):
+    def fake_case(cfg, data, e_ref_opt, family, seed, cross_check, device, log=None):
         calls.append((family, seed))
         if len(calls) == stop[0]:
             raise Stopped

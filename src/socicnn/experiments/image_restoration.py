@@ -287,22 +287,28 @@ def prepare(cfg: dict, data_seed: int = 0, log=print) -> tuple[Data, torch.Tenso
 
 
 def run_case(cfg: dict, data: Data, e_ref_opt: torch.Tensor, family: str, seed: int, cross_check: bool,
-             device="cpu") -> dict:  # fmt: skip
+             device="cpu", log=None) -> dict:  # fmt: skip
     """Train ``family`` with ``seed`` and restore every test image by the profile's certified
     method (and the other one with ``cross_check``) and the reference protocol. Returns the
     table rows, per-image scores, the cross-check row (or ``None``), the certified restorations
-    and the trained model (on the CPU)."""
+    and the trained model (on the CPU). ``log(message)``, if given, hears the end of each phase."""
     n, size = cfg["n_test"], cfg["size"]
     cm, fit = train_family(family, data, cfg["epochs"], seed, device=device)
     methods = [cfg["certify"]]
     if cross_check:
         methods += [m for m in ("exact conic", "primal-dual") if m != cfg["certify"]]
+    log = log or (lambda message: None)
+    log(f"{family} seed {seed}: trained in {fit.time / 60:.1f} min")
     done = {"reference Adam": restore_reference(cm, data.test, cfg["steps"], cfg["restarts"], seed)}
     if "primal-dual" in methods:
         done["primal-dual"] = restore_primal_dual(cm, data.test)
     cm = cm.cpu()  # the conic lifting and the scores run on the CPU
     if "exact conic" in methods:
         done["exact conic"] = restore_certified(cm, data.test)
+    for method, res in done.items():
+        counts = "" if method == "reference Adam" else f", {int(res['converged'].sum())} of {n} certified"
+        counts += f", {res['iterations']} iterations" if "iterations" in res else ""
+        log(f"{family} seed {seed}: {method} restorations in {res['time'] / 60:.1f} min{counts}")
     restorations = {m: done[m] for m in [*methods, "reference Adam"]}
     with torch.no_grad():  # the learned energy at every method's restoration
         e = {m: cm(res["x"], data.test.context) for m, res in restorations.items()}
@@ -432,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def run_one(case):
         family, seed = case
-        res = run_case(cfg, *data(), family, seed, cfg["cross_check"] and seed == cfg["seeds"][0], args.device)
+        res = run_case(cfg, *data(), family, seed, cfg["cross_check"] and seed == cfg["seeds"][0], args.device,
+                       log=lambda m: print(m, flush=True))  # fmt: skip
         return pd.DataFrame(res["rows"]), res["summary"]
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
