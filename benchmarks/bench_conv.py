@@ -6,8 +6,10 @@
 2. Certified restoration of a batch of test images (minimise the learned energy over [0, 1]
    pixels, one observation each): a Conv-SOC trained ``--epochs`` epochs on the image-restoration
    chapter's data at ``--size`` (``--epochs 0``: untrained), restored by
-   ``socicnn.inference.minimize`` (``--method``, default ``primal_dual``; certified to a relative
-   gap of 1e-5, from the observations; ``--images`` of them, time scaled to 60), against the conic
+   ``socicnn.inference.minimize`` (``--method``, default ``primal_dual``, its iterations on a
+   float32 copy of the energy as in the image-restoration chapter, ``--work float64`` for full
+   precision; certified to a relative gap of 1e-5 in float64, from the observations; ``--images``
+   of them, time scaled to 60), against the conic
    solver's own solve time (Clarabel's reported time, compilation excluded) on the learned
    energy's exact lifting with the box (``socicnn.energy.ExactBoxSolve``: contexts as CVXPY
    parameters). The lifting stops at about 24x24 on a 24 GB machine (CVXPY's parameterised
@@ -15,7 +17,8 @@
    time of 60 images is extrapolated from ``--conic-images`` solves, and says so.
 
     python benchmarks/bench_conv.py [--threads 1] [--device cpu|cuda] [--size 16] [--conic-images 3]
-        [--images 60] [--epochs 5] [--method primal_dual] [--skip-forward] [--skip-restoration]
+        [--images 60] [--epochs 5] [--method primal_dual] [--work float32|float64] [--skip-forward]
+        [--skip-restoration]
 
 On a GPU (``--device cuda``) the forward+backward times are wall-clock times with the device
 synchronised after each step.
@@ -24,6 +27,7 @@ synchronised after each step.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -74,14 +78,20 @@ def restoration(args) -> None:
         cm = conv_family("Conv-SOC", (1, s, s), dtype=torch.float64, seed=0)
     state = f"trained {args.epochs} epochs on {args.train} patches" if args.epochs else "untrained"
     print(f"2. certified restoration of {n} images of {s}x{s} over [0, 1], Conv-SOC {state} (times scaled to 60)")
+    work_dtype = getattr(torch, args.work)
     with torch.no_grad():
         model = cm.at(data.test.context)
+        work = None
+        if args.method == "primal_dual" and work_dtype != model.dtype:
+            work = copy.deepcopy(cm).to(work_dtype).at(data.test.context.to(work_dtype))
     t0 = time.perf_counter()
     res = sc.inference.minimize(model, sc.inference.Box(0.0, 1.0), data.test.Y.reshape(n, -1), tol=TOL,
-                                method=args.method)  # fmt: skip
+                                method=args.method, work_model=work)  # fmt: skip
     t_min = (time.perf_counter() - t0) * 60 / n
-    print(f"  minimize ({args.method}): {t_min:.1f} s per 60 images, {int(res.converged.sum())} of {n} certified to "
-          f"{TOL:g} relative, iterations {int(res.iterations.min())}-{int(res.iterations.max())}")  # fmt: skip
+    iterating = f", iterations in {args.work}" if args.method == "primal_dual" else ""
+    its = f"{int(res.iterations.min())}-{int(res.iterations.max())}"
+    print(f"  minimize ({args.method}{iterating}): {t_min:.1f} s per 60 images, {int(res.converged.sum())} of {n} "
+          f"certified to {TOL:g} relative, iterations {its}")  # fmt: skip
     k = min(args.conic_images, n)
     with torch.no_grad():
         sub = cm.at(data.test.context[:k])
@@ -110,6 +120,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="training epochs of the restored energy (0: untrained)")
     parser.add_argument("--train", type=int, default=40, help="training patches")
     parser.add_argument("--method", default="primal_dual", choices=["primal_dual", "face_newton"])
+    parser.add_argument("--work", default="float32", choices=["float32", "float64"],
+                        help="precision of the primal-dual iterations (values and certificates are float64)")
     parser.add_argument("--min-run-time", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-forward", action="store_true")

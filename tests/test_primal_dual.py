@@ -3,6 +3,8 @@ certified against a conic solver, on dense and convolutional models, on every co
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from test_minimize import assert_certified, exact_minimum
@@ -49,6 +51,37 @@ def test_primal_dual_restores_conv_energies_like_the_exact_lifting(family):
     assert bool(res.converged.all()), res.gap_bound
     assert float((res.lower_bound - f_star).max()) <= 1e-8
     assert float((res.value - f_star).abs().max()) <= 1.1e-6
+
+
+@pytest.mark.parametrize("family", ["Conv-SOC", "Conv-Quad"])
+def test_iterations_in_float32_keep_a_float64_certificate(family):
+    # The iterations on a float32 copy, values and bounds in float64: as certified as before, the
+    # bound still below the exact optimum, the answer in float64 and in the box.
+    size, n = 5, 2
+    cm = conv_family(family, (1, size, size), dtype=F64, seed=0)
+    ctx = torch.rand(n, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
+    model, work = cm.at(ctx), copy.deepcopy(cm).float().at(ctx.float())
+    x0 = torch.full((n, size * size), 0.5, dtype=F64)
+    res = minimize(model, Box(0.0, 1.0), x0, tol=1e-5, method="primal_dual", max_iter=40000, work_model=work)
+    f_star = torch.as_tensor(ExactBoxSolve(model, 0.0, 1.0).solve(accept_inaccurate=True).solver_value)
+    assert res.x.dtype == F64 and bool(((res.x >= 0) & (res.x <= 1)).all())
+    assert bool(res.converged.all()), res.gap_bound
+    assert float((res.lower_bound - f_star).max()) <= 1e-8
+    assert float((res.value - f_star).abs().max()) <= 1.1e-5
+    torch.testing.assert_close(res.value, model(res.x), rtol=0, atol=0)  # valued by the float64 model
+
+
+def test_a_work_model_must_be_the_same_function_and_is_for_the_primal_dual_method():
+    size = 3
+    cm = conv_family("Conv-SOC", (1, size, size), dtype=F64, seed=0)
+    ctx = torch.rand(2, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
+    model = cm.at(ctx)
+    with pytest.raises(ValueError, match="same function"):
+        minimize(model, Box(0, 1), method="primal_dual", work_model=cm.at(ctx[:1]))
+    with pytest.raises(ValueError, match='method="primal_dual" only'):
+        minimize(model, Box(0, 1), work_model=model)
+    with pytest.raises(TypeError, match="work_model must be a socicnn model"):
+        minimize(model, Box(0, 1), method="primal_dual", work_model=torch.nn.Linear(9, 1))
 
 
 def test_the_bound_holds_after_a_few_iterations_and_the_multipliers_are_dual_feasible():

@@ -549,8 +549,10 @@ def abs_sums(M) -> tuple[torch.Tensor, torch.Tensor]:
 
 def project_balls(cones: torch.Tensor, radius: torch.Tensor, dim: int) -> torch.Tensor:
     """Each cone's coordinates (along ``dim``) scaled into the ball of ``radius`` (broadcast
-    against the cones' norms taken with ``dim`` kept): the dual set of ``radius ||.||``."""
-    norms = torch.linalg.vector_norm(cones, dim=dim, keepdim=True)
+    against the cones' norms taken with ``dim`` kept): the dual set of ``radius ||.||``. (The norms
+    are spelled out: ``vector_norm`` over a short strided axis, such as a convolution's channel
+    groups, is tens of times slower on CPU.)"""
+    norms = cones.square().sum(dim, keepdim=True).sqrt()
     return cones * torch.where(norms > radius, radius / norms.clamp(min=torch.finfo(norms.dtype).tiny), 1.0)
 
 

@@ -15,6 +15,7 @@ energy's optimum is bounded by the Frank-Wolfe bound from a readout subgradient
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -207,16 +208,18 @@ def restore_primal_dual(cm: ConvSOCICNN, test: Corrupted) -> dict:
     """Minimise the learned energy over ``[0, 1]`` for every test observation with the matrix-free
     primal-dual method (``socicnn.inference.minimize(..., method="primal_dual")``, batched, from the
     observations) to a certified relative gap of :data:`CERTIFY_TOL`; its certificate comes from
-    the dual iterate projected onto the blocks' dual sets (no solver output). Same keys as
-    :func:`restore_certified` (``certified_strict`` counts every certified row: the bound trusts
-    nothing but the model)."""
+    the dual iterate projected onto the blocks' dual sets (no solver output). The iterations run
+    on a float32 copy of the energy (the precision it was trained in; about twice as fast on a
+    CPU), the values and certificates in float64. Same keys as :func:`restore_certified`
+    (``certified_strict`` counts every certified row: the bound trusts nothing but the model)."""
     test = _on_device(test, cm)
     n = test.Y.shape[0]
     with torch.no_grad():
         model = cm.at(test.context)
+        work = copy.deepcopy(cm).float().at(test.context.float())
     t0 = time.perf_counter()
     res = minimize(model, Box(0.0, 1.0), test.Y.reshape(n, -1), tol=CERTIFY_TOL, method="primal_dual",
-                   max_iter=PD_MAX_ITER)  # fmt: skip
+                   max_iter=PD_MAX_ITER, work_model=work)  # fmt: skip
     elapsed = time.perf_counter() - t0
     return {
         "x": res.x.cpu(),

@@ -121,6 +121,7 @@ def minimize(
     inner_iter: int = 4,
     tie_tol: float | None = None,
     method: str = "face_newton",
+    work_model=None,
 ) -> MinimizeResult:
     """Minimise ``f`` over a compact convex set ``C`` for a batch of rows, with a certified gap.
 
@@ -144,6 +145,11 @@ def minimize(
             (:mod:`~socicnn.inference.primal_dual`: matrix-free, every block's maps applied as
             operators, for large inputs such as images; its certificate is the same kind of
             lower bound, from the dual iterate projected onto the blocks' dual sets).
+        work_model: ``"primal_dual"`` only: the same function in a lower precision (for a
+            contextual model, ``copy.deepcopy(contextual).float().at(theta.float())``), on which
+            the iterations run; values and certificates stay in ``model``'s precision, so the gap
+            bound is as valid, but the gap the iterations can reach is limited by the lower
+            precision's rounding (about ``1e-6`` relative in float32).
 
     Returns:
         A :class:`MinimizeResult` (no autograd history).
@@ -152,7 +158,8 @@ def minimize(
         TypeError: wrong argument types.
         ValueError: an unbounded or empty set, a CVXPY callable (use
             :func:`~socicnn.inference.prox` with ``method="socp"`` for those), ``x0`` of the wrong
-            shape or non-finite, non-positive tolerances.
+            shape or non-finite, non-positive tolerances, a ``work_model`` of another input size or
+            number of rows, or with ``method="face_newton"``.
     """
     check_model(model)
     cons = as_constraint(constraint)
@@ -166,6 +173,15 @@ def minimize(
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol}")
     check_choice("method", method, METHODS)
+    if work_model is not None:
+        check_model(work_model, "work_model")
+        if method != "primal_dual":
+            raise ValueError(f'work_model is used by method="primal_dual" only, got method={method!r}')
+        if (work_model.in_dim, work_model.rows) != (model.in_dim, model.rows):
+            raise ValueError(
+                f"work_model must be the same function as model: input size {work_model.in_dim} and "
+                f"{work_model.rows} rows against {model.in_dim} and {model.rows}"
+            )
     if max_iter is None:
         max_iter = 100 if method == "face_newton" else PD_MAX_ITER
     max_iter, inner_iter = check_integer("max_iter", max_iter), check_integer("inner_iter", inner_iter)
@@ -187,7 +203,8 @@ def minimize(
     t0 = time.perf_counter()
     n = x.shape[0]
     if method == "primal_dual":
-        x, value, lower, iterations, _ = primal_dual(model, cons, x, tol=tol, max_iter=max_iter) if n else (
+        x, value, lower, iterations, _ = primal_dual(
+            model, cons, x, tol=tol, max_iter=max_iter, work=work_model) if n else (
             x, x.new_zeros(0), x.new_zeros(0), torch.zeros(0, dtype=torch.long), 0.0)
         return _result(x, value, lower, iterations, tol, t0, vector)
     value = model(x) if n else x.new_zeros(0)
