@@ -39,15 +39,22 @@ def test_primal_dual_is_certified_and_brackets_the_conic_optimum(cons, family):
     assert_certified(res, model, cons, exact_minimum(model, cons), 1e-6, slack=1e-8)
 
 
-@pytest.mark.parametrize("family", list(CONV_FAMILIES))
-def test_primal_dual_restores_conv_energies_like_the_exact_lifting(family):
-    size, n = 5, 2
+def _conv_case(family: str, size: int = 5, n: int = 2):
+    """A Conv energy at ``n`` random contexts: the network, the contexts, its bound model and a start."""
     cm = conv_family(family, (1, size, size), dtype=F64, seed=0)
     ctx = torch.rand(n, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
-    model = cm.at(ctx)
-    res = minimize(model, Box(0.0, 1.0), torch.full((n, size * size), 0.5, dtype=F64), tol=1e-6,
-                   method="primal_dual", max_iter=40000)  # fmt: skip
-    f_star = torch.as_tensor(ExactBoxSolve(model, 0.0, 1.0).solve(accept_inaccurate=True).solver_value)
+    return cm, ctx, cm.at(ctx), torch.full((n, size * size), 0.5, dtype=F64)
+
+
+def _box_optimum(model) -> torch.Tensor:
+    return torch.as_tensor(ExactBoxSolve(model, 0.0, 1.0).solve(accept_inaccurate=True).solver_value)
+
+
+@pytest.mark.parametrize("family", list(CONV_FAMILIES))
+def test_primal_dual_restores_conv_energies_like_the_exact_lifting(family):
+    _, _, model, x0 = _conv_case(family)
+    res = minimize(model, Box(0.0, 1.0), x0, tol=1e-6, method="primal_dual", max_iter=40000)
+    f_star = _box_optimum(model)
     assert bool(res.converged.all()), res.gap_bound
     assert float((res.lower_bound - f_star).max()) <= 1e-8
     assert float((res.value - f_star).abs().max()) <= 1.1e-6
@@ -57,13 +64,10 @@ def test_primal_dual_restores_conv_energies_like_the_exact_lifting(family):
 def test_iterations_in_float32_keep_a_float64_certificate(family):
     # The iterations on a float32 copy, values and bounds in float64: as certified as before, the
     # bound still below the exact optimum, the answer in float64 and in the box.
-    size, n = 5, 2
-    cm = conv_family(family, (1, size, size), dtype=F64, seed=0)
-    ctx = torch.rand(n, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
-    model, work = cm.at(ctx), copy.deepcopy(cm).float().at(ctx.float())
-    x0 = torch.full((n, size * size), 0.5, dtype=F64)
+    cm, ctx, model, x0 = _conv_case(family)
+    work = copy.deepcopy(cm).float().at(ctx.float())
     res = minimize(model, Box(0.0, 1.0), x0, tol=1e-5, method="primal_dual", max_iter=40000, work_model=work)
-    f_star = torch.as_tensor(ExactBoxSolve(model, 0.0, 1.0).solve(accept_inaccurate=True).solver_value)
+    f_star = _box_optimum(model)
     assert res.x.dtype == F64 and bool(((res.x >= 0) & (res.x <= 1)).all())
     assert bool(res.converged.all()), res.gap_bound
     assert float((res.lower_bound - f_star).max()) <= 1e-8
@@ -72,10 +76,7 @@ def test_iterations_in_float32_keep_a_float64_certificate(family):
 
 
 def test_a_work_model_must_be_the_same_function_and_is_for_the_primal_dual_method():
-    size = 3
-    cm = conv_family("Conv-SOC", (1, size, size), dtype=F64, seed=0)
-    ctx = torch.rand(2, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
-    model = cm.at(ctx)
+    cm, ctx, model, _ = _conv_case("Conv-SOC", size=3)
     with pytest.raises(ValueError, match="same function"):
         minimize(model, Box(0, 1), method="primal_dual", work_model=cm.at(ctx[:1]))
     with pytest.raises(ValueError, match='method="primal_dual" only'):
@@ -118,11 +119,8 @@ def test_method_is_checked():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_primal_dual_runs_on_cuda_like_on_the_cpu():  # pragma: no cover - runs on GPU machines only
-    size, n = 5, 2
-    cm = conv_family("Conv-SOC", (1, size, size), dtype=F64, seed=0)
-    ctx = torch.rand(n, 2, size, size, dtype=F64, generator=torch.Generator().manual_seed(1))
-    x0 = torch.full((n, size * size), 0.5, dtype=F64)
-    cpu = minimize(cm.at(ctx), Box(0.0, 1.0), x0, tol=1e-6, method="primal_dual")
+    cm, ctx, model, x0 = _conv_case("Conv-SOC")
+    cpu = minimize(model, Box(0.0, 1.0), x0, tol=1e-6, method="primal_dual")
     cm_gpu = cm.to("cuda")
     gpu = minimize(cm_gpu.at(ctx.cuda()), Box(0.0, 1.0), x0.cuda(), tol=1e-6, method="primal_dual")
     assert gpu.x.is_cuda and bool(gpu.converged.all())

@@ -149,7 +149,7 @@ def minimize(
             contextual model, ``copy.deepcopy(contextual).float().at(theta.float())``), on which
             the iterations run; values and certificates stay in ``model``'s precision, so the gap
             bound is as valid, but the gap the iterations can reach is limited by the lower
-            precision's rounding (about ``1e-6`` relative in float32).
+            precision's rounding (float32's machine epsilon is about ``1.2e-7``).
 
     Returns:
         A :class:`MinimizeResult` (no autograd history).

@@ -29,11 +29,11 @@ bound. The best of each over the checks is kept, and a row stops when their diff
 most ``tol * max(1, |f(x)|)``.
 
 **Working precision.** The iterations may run on a lower-precision copy of the model (``work``,
-e.g. float32, several times faster for convolutions on a CPU) while every check casts the
-iterates to the model's own precision, projects the primal one onto the set again and computes
-value and lower bound there: the certificate is as valid as in full precision, and the gap the
-iterates can reach is limited by the working precision's rounding (about ``1e-6`` relative in
-float32).
+e.g. float32: about twice as fast for a 64x64 convolutional model on a CPU) while every check
+casts the iterates to the model's own precision, projects the primal one onto the set again and
+computes value and lower bound there: the certificate is as valid as in full precision, and the
+gap the iterates can reach is limited by the working precision's rounding (float32's machine
+epsilon is about ``1.2e-7``).
 """
 
 from __future__ import annotations
